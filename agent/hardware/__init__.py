@@ -1,0 +1,1 @@
+"""Hardware ports (camera) and their adapters, real and simulated."""

@@ -1,0 +1,1 @@
+"""Cell detection and classification behind small interfaces (classical baseline, int8 TFLite)."""

@@ -1,0 +1,188 @@
+"""The scan loop: acquisition of field n+1 overlaps the processing of field n.
+
+The calling thread moves the stage, focuses and takes stacks; one worker thread analyses each stack and
+writes its files. At most ``queue_depth`` stacks wait for the worker: when it falls behind, acquisition
+waits (backpressure) rather than filling memory. Errors raised in the worker surface in the caller at
+the next hand-over, and stop the scan.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from agent import focus
+from agent.acquisition.autofocus import AutofocusResult, SweepAutofocus
+from agent.acquisition.plan import FieldPlan
+from agent.acquisition.stack import capture_stack
+from agent.config import Settings
+from agent.field_analysis import FieldAnalyzer, Plane
+from agent.hardware.camera import Camera
+from agent.inference.base import CODE_NAMES
+from agent.results.names import format_name
+from agent.results.record import FieldRecord, PlaneRecord
+from agent.results.writer import ResultWriter
+from firmware_interface.stage import Stage
+
+
+@dataclass
+class Acquired:
+    plan: FieldPlan
+    planes: list[Plane]
+    autofocus: AutofocusResult
+    stage_um: tuple[float, float, float]
+    timings_s: dict[str, float]
+
+
+@dataclass
+class ScanProgress:
+    fields_done: int
+    fields_planned: int
+    wbc_found: int
+    elapsed_s: float
+
+
+@dataclass
+class ScanSummary:
+    fields: int = 0
+    wbc: int = 0
+    counts: Counter = field(default_factory=Counter)
+    flagged_fields: list[int] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    stopped_early: bool = False
+
+    def add(self, record: FieldRecord) -> None:
+        self.fields += 1
+        self.wbc += len(record.cells)
+        self.counts.update(CODE_NAMES[c.prediction] for c in record.cells)
+        if record.flags:
+            self.flagged_fields.append(record.image_number)
+
+
+def keep_range(keep: str, best: int, count: int) -> range:
+    """Stack positions whose JPEGs are written under the 'all' / 'best+-K' policy."""
+    if keep == "all":
+        return range(count)
+    k = int(keep.replace("best", "").lstrip("+-±"))
+    return range(max(0, best - k), min(count, best + k + 1))
+
+
+class ScanRunner:
+    def __init__(
+        self, settings: Settings, stage: Stage, camera: Camera, analyzer: FieldAnalyzer,
+        writer: ResultWriter, *, stop_event: threading.Event | None = None,
+        on_progress: Callable[[ScanProgress], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stage = stage
+        self.camera = camera
+        self.analyzer = analyzer
+        self.writer = writer
+        self.stop_event = stop_event or threading.Event()
+        self.on_progress = on_progress
+        s = settings
+        self.autofocus = SweepAutofocus(
+            stage, camera, measure=analyzer.measure, downsample=s.focus.downsample,
+            coarse_step_um=s.focus.coarse_step_um, fine_step_um=s.focus.fine_step_um,
+            z_limits_um=(0.0, s.stage.travel_um[2]), move_timeout_s=s.stage.move_timeout_s,
+            capture_timeout_s=s.camera.capture_timeout_s,
+        )
+
+    def run(self, plan: list[FieldPlan], done: list[FieldRecord]) -> ScanSummary:
+        summary = ScanSummary()
+        for record in done:
+            summary.add(record)
+        done_numbers = {r.image_number for r in done}
+        todo = [f for f in plan if f.image_number not in done_numbers]
+        last_z = self._last_focus(done)
+        start = time.perf_counter()
+        pending: deque[Future] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="process") as worker:
+            for field_plan in todo:
+                if self.stop_event.is_set() or self._target_reached(summary):
+                    summary.stopped_early = True
+                    break
+                acquired = self._acquire(field_plan, last_z)
+                if acquired.autofocus.success:
+                    last_z = acquired.autofocus.z_um
+                pending.append(worker.submit(self._process, acquired))
+                while pending and (len(pending) > self.settings.scan.queue_depth or pending[0].done()):
+                    self._collect(pending.popleft(), summary, len(plan), start)
+            while pending:
+                self._collect(pending.popleft(), summary, len(plan), start)
+        summary.elapsed_s = time.perf_counter() - start
+        return summary
+
+    # -- acquisition (calling thread) --------------------------------------------------------------
+    def _last_focus(self, done: list[FieldRecord]) -> float | None:
+        for record in reversed(done):
+            if record.autofocus.get("success"):
+                return float(record.autofocus["z_um"])
+        return None
+
+    def _acquire(self, field_plan: FieldPlan, last_z: float | None) -> Acquired:
+        s = self.settings
+        t0 = time.perf_counter()
+        self.stage.move_to(x_um=field_plan.x_um, y_um=field_plan.y_um, timeout_s=s.stage.move_timeout_s)
+        t1 = time.perf_counter()
+        if last_z is None:
+            af = self.autofocus.focus(s.focus.start_z_um, s.focus.first_range_um)
+        else:
+            af = self.autofocus.focus(last_z, s.focus.range_um)
+        t2 = time.perf_counter()
+        planes = capture_stack(
+            self.stage, self.camera, af.z_um, s.stack.planes, s.stack.step_um,
+            move_timeout_s=s.stage.move_timeout_s, capture_timeout_s=s.camera.capture_timeout_s,
+        )
+        t3 = time.perf_counter()
+        pos = (field_plan.x_um, field_plan.y_um, af.z_um)
+        timings = {"move": t1 - t0, "autofocus": t2 - t1, "stack": t3 - t2}
+        return Acquired(field_plan, planes, af, pos, timings)
+
+    def _collect(self, future: Future, summary: ScanSummary, planned: int, start: float) -> None:
+        record = future.result()  # re-raises the worker's error here, stopping the scan
+        summary.add(record)
+        if self.on_progress is not None:
+            self.on_progress(ScanProgress(summary.fields, planned, summary.wbc, time.perf_counter() - start))
+
+    def _target_reached(self, summary: ScanSummary) -> bool:
+        target = self.settings.scan.wbc_target
+        return target > 0 and summary.wbc >= target
+
+    # -- processing (worker thread) ----------------------------------------------------------------
+    def _process(self, acquired: Acquired) -> FieldRecord:
+        s = self.settings
+        t0 = time.perf_counter()
+        analysis = self.analyzer.analyze(acquired.planes)
+        plan = acquired.plan
+        kept = keep_range(s.stack.keep, analysis.best_plane, len(acquired.planes))
+        planes = []
+        for pos, (plane, value) in enumerate(zip(acquired.planes, analysis.focus_values)):
+            fm = focus.focus_index(value)
+            name = format_name(plan.image_number, plan.x_um, plan.y_um, plane.stack_index, fm)
+            planes.append(PlaneRecord(plane.stack_index, round(value, 6), fm, name, pos in kept, plane.z_um))
+        t1 = time.perf_counter()
+        for plane, rec in zip(acquired.planes, planes):
+            if rec.kept:
+                self.writer.write_plane(rec.filename, plane.image, s.output.jpeg_quality)
+        t2 = time.perf_counter()
+        timings = {**acquired.timings_s, **analysis.timings_s, "write_jpeg": t2 - t1}
+        record = FieldRecord(
+            image_number=plan.image_number,
+            x_um=int(round(plan.x_um)),
+            y_um=int(round(plan.y_um)),
+            planes=planes,
+            best_plane=analysis.best_plane,
+            cells=analysis.cells,
+            focus_measure=self.analyzer.measure,
+            stage_um=tuple(round(v, 3) for v in acquired.stage_um),
+            autofocus=acquired.autofocus.as_dict(),
+            timings_s={k: round(v, 4) for k, v in timings.items()},
+            flags=[] if acquired.autofocus.success else [f"autofocus: {acquired.autofocus.reason}"],
+        )
+        self.writer.add_field(record)
+        return record

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_settings, settings_from_dict
+from agent.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wbcscope.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_the_documented_virtual_microscope():
+    s = load_settings()
+    assert (s.camera.width_px, s.camera.height_px, s.camera.um_per_px) == (1920, 1200, 0.11)
+    assert s.camera.frame_rate_hz == 30.0 and s.camera.exposure_ms == 10.0
+    assert (s.simulation.xy_speed_mm_s, s.simulation.xy_accel_mm_s2, s.simulation.xy_settle_ms) == (5.0, 200.0, 50.0)
+    assert (s.simulation.z_speed_mm_s, s.simulation.z_settle_ms) == (1.0, 10.0)
+    assert s.stack.planes == 10 and s.stack.keep == "all"
+
+
+def test_file_overrides_and_ints_become_floats(tmp_path):
+    s = load_settings(write(tmp_path, "[stack]\nplanes = 7\nstep_um = 1\n[scan]\nregion_um = [1000, 2000]\n"))
+    assert s.stack.planes == 7 and s.stack.step_um == 1.0 and isinstance(s.stack.step_um, float)
+    assert s.scan.region_um == [1000.0, 2000.0]
+
+
+def test_command_line_overrides_the_file(tmp_path):
+    s = load_settings(write(tmp_path, "[scan]\nfields = 7\n"), {"scan.fields": 3})
+    assert s.scan.fields == 3
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[scan]\nfeilds = 3\n", ["unknown setting", "scan.feilds"]),
+        ("[nonsense]\nx = 1\n", ["unknown setting", "nonsense"]),
+        ("[stack]\nplanes = 'ten'\n", ["stack.planes", "integer"]),
+        ("[stack]\nplanes = 2.5\n", ["stack.planes", "integer"]),
+        ("[output]\nfsync = 1\n", ["output.fsync", "true or false"]),
+        ("[stack]\nplanes = 0\n", ["stack.planes", "between"]),
+        ("[camera]\nbackend = 'webcam'\n", ["camera.backend", "one of"]),
+        ("[stack]\nkeep = 'some'\n", ["stack.keep"]),
+        ("[scan]\nregion_um = [1, 2, 3]\n", ["scan.region_um", "2 numbers"]),
+        ("[scan]\nfields = \n", ["invalid TOML"]),
+        ("scan = 3\n", ["must be a table"]),
+    ],
+)
+def test_bad_config_names_the_key_and_the_file(tmp_path, text, words):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    message = str(err.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_keep_policy_accepts_best_plus_minus_k(tmp_path):
+    assert load_settings(write(tmp_path, "[stack]\nkeep = 'best+-2'\n")).stack.keep == "best+-2"
+
+
+def test_round_trip_through_a_manifest_dict():
+    s = load_settings(overrides={"scan.fields": 12, "simulation.realtime": False})
+    again = settings_from_dict(s.to_dict(), "manifest.json")
+    assert again == s
