@@ -95,17 +95,24 @@ def _build_stage(settings: Settings, port: str) -> Stage:
     )
 
 
-def _build_camera(settings: Settings, position_um) -> tuple[Camera, object | None]:
-    from agent.hardware.optics import Optics, OpticsSettings
-    from agent.hardware.virtual_camera import VirtualCamera
+def build_slide(settings: Settings):
+    """The virtual slide these settings describe (deterministic from its seed): tests score against it."""
     from agent.hardware.virtual_slide import SlideSettings, VirtualSlide
 
-    sim, cam = settings.simulation, settings.camera
-    slide = VirtualSlide(SlideSettings(
+    sim = settings.simulation
+    return VirtualSlide(SlideSettings(
         seed=sim.seed, z_focus_um=sim.slide_z_um, tilt_x_um_per_mm=sim.tilt_x_um_per_mm,
         tilt_y_um_per_mm=sim.tilt_y_um_per_mm, curvature_um=sim.curvature_um,
         curvature_span_mm=sim.curvature_span_mm,
     ))
+
+
+def _build_camera(settings: Settings, position_um) -> tuple[Camera, object | None]:
+    from agent.hardware.optics import Optics, OpticsSettings
+    from agent.hardware.virtual_camera import VirtualCamera
+
+    sim, cam = settings.simulation, settings.camera
+    slide = build_slide(settings)
     camera = VirtualCamera(
         slide, Optics(OpticsSettings()), position_um, width_px=cam.width_px, height_px=cam.height_px,
         um_per_px=cam.um_per_px, frame_rate_hz=cam.frame_rate_hz, exposure_s=cam.exposure_ms / 1000.0,

@@ -153,36 +153,38 @@ class ScanRunner:
         target = self.settings.scan.wbc_target
         return target > 0 and summary.wbc >= target
 
-    # -- processing (worker thread) ----------------------------------------------------------------
     def _process(self, acquired: Acquired) -> FieldRecord:
-        s = self.settings
-        t0 = time.perf_counter()
-        analysis = self.analyzer.analyze(acquired.planes)
-        plan = acquired.plan
-        kept = keep_range(s.stack.keep, analysis.best_plane, len(acquired.planes))
-        planes = []
-        for pos, (plane, value) in enumerate(zip(acquired.planes, analysis.focus_values)):
-            fm = focus.focus_index(value)
-            name = format_name(plan.image_number, plan.x_um, plan.y_um, plane.stack_index, fm)
-            planes.append(PlaneRecord(plane.stack_index, round(value, 6), fm, name, pos in kept, plane.z_um))
-        t1 = time.perf_counter()
-        for plane, rec in zip(acquired.planes, planes):
-            if rec.kept:
-                self.writer.write_plane(rec.filename, plane.image, s.output.jpeg_quality)
-        t2 = time.perf_counter()
-        timings = {**acquired.timings_s, **analysis.timings_s, "write_jpeg": t2 - t1}
-        record = FieldRecord(
-            image_number=plan.image_number,
-            x_um=int(round(plan.x_um)),
-            y_um=int(round(plan.y_um)),
-            planes=planes,
-            best_plane=analysis.best_plane,
-            cells=analysis.cells,
-            focus_measure=self.analyzer.measure,
-            stage_um=tuple(round(v, 3) for v in acquired.stage_um),
-            autofocus=acquired.autofocus.as_dict(),
-            timings_s={k: round(v, 4) for k, v in timings.items()},
-            flags=[] if acquired.autofocus.success else [f"autofocus: {acquired.autofocus.reason}"],
-        )
-        self.writer.add_field(record)
-        return record
+        return process_field(acquired, self.analyzer, self.writer, self.settings)
+
+
+def process_field(acquired: Acquired, analyzer: FieldAnalyzer, writer: ResultWriter, settings: Settings) -> FieldRecord:
+    """Analyse one acquired stack, write its planes and its record (runs on the worker thread)."""
+    analysis = analyzer.analyze(acquired.planes)
+    plan = acquired.plan
+    kept = keep_range(settings.stack.keep, analysis.best_plane, len(acquired.planes))
+    planes = []
+    for pos, (plane, value) in enumerate(zip(acquired.planes, analysis.focus_values)):
+        fm = focus.focus_index(value)
+        name = format_name(plan.image_number, plan.x_um, plan.y_um, plane.stack_index, fm)
+        planes.append(PlaneRecord(plane.stack_index, round(value, 6), fm, name, pos in kept, plane.z_um))
+    t0 = time.perf_counter()
+    for plane, rec in zip(acquired.planes, planes):
+        if rec.kept:
+            writer.write_plane(rec.filename, plane.image, settings.output.jpeg_quality)
+    timings = {**acquired.timings_s, **analysis.timings_s, "write_jpeg": time.perf_counter() - t0}
+    af = acquired.autofocus
+    record = FieldRecord(
+        image_number=plan.image_number,
+        x_um=int(round(plan.x_um)),
+        y_um=int(round(plan.y_um)),
+        planes=planes,
+        best_plane=analysis.best_plane,
+        cells=analysis.cells,
+        focus_measure=analyzer.measure,
+        stage_um=tuple(round(v, 3) for v in acquired.stage_um),
+        autofocus=af.as_dict(),
+        timings_s={k: round(v, 4) for k, v in timings.items()},
+        flags=[] if af.success else [f"autofocus: {af.reason}"],
+    )
+    writer.add_field(record)
+    return record
