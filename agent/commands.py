@@ -126,4 +126,4 @@ def print_summary(test_dir: Path, summary: ScanSummary) -> None:
     if summary.flagged_fields:
         print(f"flagged fields (autofocus failed): {summary.flagged_fields}")
     if summary.stopped_early:
-        print("stopped before the plan was complete")
+        print(f"stopped before the plan was complete: {summary.stop_reason}")

@@ -54,6 +54,7 @@ class ScanSummary:
     flagged_fields: list[int] = field(default_factory=list)
     elapsed_s: float = 0.0
     stopped_early: bool = False
+    stop_reason: str = ""
 
     def add(self, record: FieldRecord) -> None:
         self.fields += 1
@@ -105,6 +106,7 @@ class ScanRunner:
             for field_plan in todo:
                 if self.stop_event.is_set() or self._target_reached(summary):
                     summary.stopped_early = True
+                    summary.stop_reason = "stop requested" if self.stop_event.is_set() else "WBC target reached"
                     break
                 acquired = self._acquire(field_plan, last_z)
                 if acquired.autofocus.success:
