@@ -1,0 +1,3 @@
+from firmware_interface.emulator.serve import main
+
+main()

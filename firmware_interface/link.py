@@ -1,0 +1,372 @@
+"""The serial link to a GRBL controller: one reader thread, send-response commands, push routing.
+
+A ``serial.threaded.ReaderThread`` splits the byte stream into lines. Push messages (status reports,
+``ALARM:N``, ``[MSG:...]``, the start-up banner) are routed to state and callbacks; ``ok`` and
+``error:N`` complete the one command in flight. Only one command is ever outstanding, so replies
+cannot be mismatched by counting; after a timeout or a garbled reply the link resynchronises with a
+marker query (``$G``) before the next command, discarding any late replies.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import serial
+import serial.threaded
+
+from firmware_interface import grbl_protocol as gp
+from firmware_interface.errors import (
+    FirmwareError,
+    PositionLostError,
+    StageAlarm,
+    StageBusyError,
+    StageConnectionError,
+    StageError,
+    StageProtocolError,
+    StageTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+_BUSY_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY})
+_STATUS_RESEND_S = 0.25
+_READ_TIMEOUT_S = 0.5
+_RESET_REQUIRED_MSG = "Reset to continue"
+
+
+@dataclass
+class _Pending:
+    line: str
+    sync: bool = False
+    """A resync marker: replies are stale until the ``[GC:]`` line has been seen."""
+    marker_seen: bool = False
+    lines: list[gp.Reply] = field(default_factory=list)
+    done: bool = False
+    error: StageError | None = None
+
+
+class _LineProtocol(serial.threaded.Protocol):
+    """Splits the stream on LF; GRBL ends lines with CRLF, so the CR is stripped."""
+
+    def __init__(self, link: "GrblLink") -> None:
+        self._link = link
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                break
+            line = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            self._link._on_line(line)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._link._on_connection_lost(exc)
+
+
+class GrblLink:
+    """Thread-safe GRBL transport. Construction touches nothing; ``open`` opens the port."""
+
+    def __init__(self, port: str, *, baudrate: int = 115200, reply_timeout_s: float = 5.0) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self.reply_timeout_s = reply_timeout_s
+        self.on_banner: Callable[[gp.Banner, bool], None] | None = None
+        """Called as (banner, expected) from the reader thread; expected after ``soft_reset``."""
+        self.on_alarm: Callable[[gp.AlarmReply], None] | None = None
+        self._reader: serial.threaded.ReaderThread | None = None
+        self._cond = threading.Condition()
+        self._command_lock = threading.Lock()
+        self._pending: _Pending | None = None
+        self._wco = gp.WcoTracker()
+        self._status: gp.StatusReport | None = None
+        self._status_seq = 0
+        self._banner: gp.Banner | None = None
+        self._banner_seq = 0
+        self._expect_banner = False
+        self._alarm: gp.AlarmReply | None = None
+        self._alarm_seq = 0
+        self._reset_required = False
+        self._needs_resync = False
+        self._lost: StageConnectionError | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        if self._reader is not None:
+            return
+        try:
+            port = serial.serial_for_url(
+                self.port, baudrate=self.baudrate, exclusive=True, timeout=_READ_TIMEOUT_S
+            )
+        except serial.SerialException as exc:
+            raise _map_open_error(self.port, exc) from exc
+        except (ValueError, OSError) as exc:
+            raise StageConnectionError(f"cannot open stage port {self.port}: {exc}") from exc
+        with self._cond:
+            # A fresh port: nothing in flight, no stale lock-out from an earlier session.
+            self._lost = None
+            self._pending = None
+            self._reset_required = False
+            self._needs_resync = False
+            self._wco.reset()
+        reader = serial.threaded.ReaderThread(port, lambda: _LineProtocol(self))
+        reader.name = f"grbl-link-{self.port}"
+        reader.start()
+        try:
+            reader.connect()
+        except RuntimeError as exc:
+            port.close()
+            raise StageConnectionError(f"reader on {self.port} failed to start: {exc}") from exc
+        self._reader = reader
+
+    def close(self) -> None:
+        """Stop the reader thread (joined with a timeout) and close the port. Safe twice."""
+        reader, self._reader = self._reader, None
+        if reader is None:
+            return
+        try:
+            reader.close()
+        except serial.SerialException as exc:
+            log.debug("closing %s: %s", self.port, exc)
+        with self._cond:
+            self._fail_pending(StageConnectionError(f"link to {self.port} closed"))
+            self._cond.notify_all()
+
+    @property
+    def is_open(self) -> bool:
+        return self._reader is not None and self._lost is None
+
+    # ------------------------------------------------------------------ sending
+    def realtime(self, command: bytes) -> None:
+        """Write a real-time byte now: never queued behind a command, no newline."""
+        if len(command) != 1 or command[0] not in gp.REALTIME_BYTES:
+            raise ValueError(f"not a GRBL real-time command: {command!r}")
+        self._write(command)
+
+    def soft_reset(self, timeout_s: float | None = None) -> gp.Banner:
+        """Send Ctrl-X and wait for the banner. The banner is reported as expected."""
+        timeout_s = self.reply_timeout_s if timeout_s is None else timeout_s
+        with self._cond:
+            seq = self._banner_seq
+            self._expect_banner = True
+        self._write(gp.RT_SOFT_RESET)
+        with self._cond:
+            self._wait(lambda: self._banner_seq > seq, timeout_s, "start-up banner after reset")
+            assert self._banner is not None
+            return self._banner
+
+    def command(self, line: str, *, timeout_s: float | None = None) -> list[gp.Reply]:
+        """Send one line and wait for its ``ok``; returns the lines that came with it.
+
+        Raises FirmwareError (error:N), StageAlarm, StageTimeoutError, StageProtocolError
+        (garbled reply), PositionLostError (controller reset meanwhile), StageConnectionError.
+        """
+        if any(c in line for c in "\r\n?!~") or not line.isascii():
+            raise ValueError(f"line would be split or picked off by GRBL: {line!r}")
+        timeout_s = self.reply_timeout_s if timeout_s is None else timeout_s
+        with self._command_lock:
+            with self._cond:
+                if self._reset_required:
+                    code = self._alarm.code if self._alarm else 0
+                    raise StageAlarm(code, "controller needs a reset before it accepts commands")
+            if self._needs_resync:
+                self._transact("$G", self.reply_timeout_s, sync=True)
+                self._needs_resync = False
+            return self._transact(line, timeout_s, sync=False)
+
+    def status(self, *, timeout_s: float | None = None) -> gp.StatusReport:
+        """Ask ``?`` and return the next report (WPos/MPos both filled once WCO is known)."""
+        timeout_s = self.reply_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            seq, alarm_seq = self._status_seq, self._alarm_seq
+            if self._reset_required and self._alarm is not None:
+                raise StageAlarm(self._alarm.code, "controller needs a reset: " + self._alarm.message)
+        while True:
+            # A lost or ignored '?' is resent; GRBL drops duplicates it has not answered yet.
+            self._write(gp.RT_STATUS)
+            with self._cond:
+                remaining = deadline - time.monotonic()
+                self._cond.wait_for(
+                    lambda: self._status_seq > seq or self._alarm_seq > alarm_seq
+                    or self._lost is not None,
+                    timeout=max(0.0, min(remaining, _STATUS_RESEND_S)),
+                )
+                self._raise_if_lost()
+                if self._status_seq > seq:
+                    assert self._status is not None
+                    return self._status
+                if self._alarm_seq > alarm_seq:
+                    assert self._alarm is not None
+                    raise StageAlarm(self._alarm.code, self._alarm.message)
+            if time.monotonic() >= deadline:
+                raise StageTimeoutError(f"no status report from {self.port} within {timeout_s:.2f} s")
+
+    # ------------------------------------------------------------------ state for the driver
+    @property
+    def last_alarm(self) -> gp.AlarmReply | None:
+        with self._cond:
+            return self._alarm
+
+    @property
+    def alarm_seq(self) -> int:
+        with self._cond:
+            return self._alarm_seq
+
+    @property
+    def reset_required(self) -> bool:
+        with self._cond:
+            return self._reset_required
+
+    # ------------------------------------------------------------------ internals
+    def _write(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is None:
+            raise StageConnectionError(f"stage port {self.port} is not open")
+        with self._cond:
+            self._raise_if_lost()
+        try:
+            reader.write(data)
+        except serial.SerialException as exc:
+            raise StageConnectionError(f"write to {self.port} failed: {exc}") from exc
+
+    def _transact(self, line: str, timeout_s: float, *, sync: bool) -> list[gp.Reply]:
+        pending = _Pending(line, sync=sync)
+        with self._cond:
+            self._raise_if_lost()
+            self._pending = pending
+        try:
+            self._write(line.encode("ascii") + b"\n")
+            with self._cond:
+                self._wait(lambda: pending.done, timeout_s, f"reply to {line!r}")
+        except StageTimeoutError:
+            self._needs_resync = True  # a late ok must not be taken for the next command's
+            raise
+        finally:
+            with self._cond:
+                if self._pending is pending:
+                    self._pending = None
+        if pending.error is not None:
+            if not isinstance(pending.error, FirmwareError):
+                self._needs_resync = True
+            raise pending.error
+        return pending.lines
+
+    def _wait(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Wait on the condition (held by the caller) for ``predicate`` or a lost connection."""
+        ok = self._cond.wait_for(lambda: predicate() or self._lost is not None, timeout=timeout_s)
+        if predicate():
+            return
+        self._raise_if_lost()
+        if not ok:
+            raise StageTimeoutError(f"no {what} from {self.port} within {timeout_s:.2f} s")
+
+    def _raise_if_lost(self) -> None:
+        if self._lost is not None:
+            raise self._lost
+
+    def _fail_pending(self, error: StageError) -> None:
+        pending = self._pending
+        if pending is not None and not pending.done:
+            pending.error = error
+            pending.done = True
+
+    def _on_connection_lost(self, exc: BaseException | None) -> None:
+        with self._cond:
+            reason = f": {exc}" if exc else ""
+            self._lost = StageConnectionError(f"connection to {self.port} lost{reason}")
+            self._fail_pending(self._lost)
+            self._cond.notify_all()
+        if exc is not None:
+            log.error("stage link %s lost: %s", self.port, exc)
+
+    def _on_line(self, raw: bytes) -> None:
+        reply = gp.parse_line(raw)
+        callback: Callable[[], None] | None = None
+        with self._cond:
+            if isinstance(reply, gp.StatusReport):
+                self._status = self._wco.complete(reply)
+                self._status_seq += 1
+            elif isinstance(reply, gp.Banner):
+                callback = self._banner_received(reply)
+            elif isinstance(reply, gp.AlarmReply):
+                self._alarm = reply
+                self._alarm_seq += 1
+                # Limit alarms are critical: GRBL ignores everything, '?' included, until reset.
+                self._reset_required = self._reset_required or reply.code in gp.CRITICAL_ALARMS
+                self._fail_pending(StageAlarm(reply.code, reply.message))
+                if self.on_alarm is not None:
+                    handler = self.on_alarm
+                    callback = lambda: handler(reply)  # noqa: E731
+            elif isinstance(reply, (gp.Ok, gp.ErrorReply)):
+                self._reply_received(reply)
+            elif isinstance(reply, gp.Unparseable):
+                self._garbled(reply)
+            else:
+                self._feedback(reply)
+            self._cond.notify_all()
+        if callback is not None:
+            callback()
+
+    def _banner_received(self, banner: gp.Banner) -> Callable[[], None] | None:
+        expected, self._expect_banner = self._expect_banner, False
+        self._banner = banner
+        self._banner_seq += 1
+        self._reset_required = False
+        self._wco.reset()
+        self._fail_pending(PositionLostError(f"controller on {self.port} reset during a command"))
+        if not expected:
+            log.info("controller on %s reset (Grbl %s banner)", self.port, banner.version)
+        if self.on_banner is None:
+            return None
+        handler = self.on_banner
+        return lambda: handler(banner, expected)
+
+    def _reply_received(self, reply: gp.Ok | gp.ErrorReply) -> None:
+        pending = self._pending
+        if pending is None or pending.done:
+            log.debug("unsolicited %r from %s dropped", reply, self.port)
+            return
+        if pending.sync and not pending.marker_seen:
+            log.debug("stale %r discarded during resync on %s", reply, self.port)
+            return
+        if isinstance(reply, gp.ErrorReply):
+            pending.error = FirmwareError(reply.code, reply.message)
+        pending.done = True
+
+    def _garbled(self, reply: gp.Unparseable) -> None:
+        log.warning("unparseable line from %s: %r (%s)", self.port, reply.raw, reply.reason)
+        if reply.raw.startswith("<"):
+            return  # a mangled status report; the poller simply asks again
+        pending = self._pending
+        if pending is not None and not pending.done and not pending.sync:
+            self._fail_pending(StageProtocolError(
+                f"garbled reply to {pending.line!r} from {self.port}: {reply.raw!r}"))
+
+    def _feedback(self, reply: gp.Reply) -> None:
+        if isinstance(reply, gp.Feedback) and reply.tag == "MSG":
+            log.info("controller %s: %s", self.port, reply.text)
+            if reply.text == _RESET_REQUIRED_MSG:
+                self._reset_required = True
+        pending = self._pending
+        if pending is None or pending.done:
+            return
+        if pending.sync and isinstance(reply, gp.Feedback) and reply.tag == "GC":
+            pending.marker_seen = True
+        pending.lines.append(reply)
+
+
+def _map_open_error(port: str, exc: serial.SerialException) -> StageError:
+    text = str(exc)
+    if "exclusively lock" in text or getattr(exc, "errno", None) in _BUSY_ERRNOS:
+        return StageBusyError(
+            f"device busy: stage port {port} is held by another process or connection ({text})"
+        )
+    return StageConnectionError(f"cannot open stage port {port}: {text}")
