@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from agent import focus
-from agent.acquisition.autofocus import AutofocusResult, SweepAutofocus
+from agent.acquisition.autofocus import AutofocusResult, build_focuser
 from agent.acquisition.plan import FieldPlan
 from agent.acquisition.stack import capture_stack
 from agent.config import Settings
@@ -77,6 +77,7 @@ class ScanRunner:
         self, settings: Settings, stage: Stage, camera: Camera, analyzer: FieldAnalyzer,
         writer: ResultWriter, *, stop_event: threading.Event | None = None,
         on_progress: Callable[[ScanProgress], None] | None = None,
+        on_record: Callable[[FieldRecord], None] | None = None,
     ) -> None:
         self.settings = settings
         self.stage = stage
@@ -85,13 +86,8 @@ class ScanRunner:
         self.writer = writer
         self.stop_event = stop_event or threading.Event()
         self.on_progress = on_progress
-        s = settings
-        self.autofocus = SweepAutofocus(
-            stage, camera, measure=analyzer.measure, downsample=s.focus.downsample,
-            coarse_step_um=s.focus.coarse_step_um, fine_step_um=s.focus.fine_step_um,
-            z_limits_um=(0.0, s.stage.travel_um[2]), move_timeout_s=s.stage.move_timeout_s,
-            capture_timeout_s=s.camera.capture_timeout_s,
-        )
+        self.on_record = on_record
+        self.focuser = build_focuser(settings, stage, camera, analyzer.measure)
 
     def run(self, plan: list[FieldPlan], done: list[FieldRecord]) -> ScanSummary:
         summary = ScanSummary()
@@ -99,8 +95,12 @@ class ScanRunner:
             summary.add(record)
         done_numbers = {r.image_number for r in done}
         todo = [f for f in plan if f.image_number not in done_numbers]
-        last_z = self._last_focus(done)
+        for record in done:
+            if record.autofocus.get("success") and record.stage_um:
+                self.focuser.remember(record.stage_um[0], record.stage_um[1], float(record.autofocus["z_um"]))
         start = time.perf_counter()
+        if self.on_progress is not None:
+            self.on_progress(ScanProgress(summary.fields, len(plan), summary.wbc, 0.0))
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="process") as worker:
             for field_plan in todo:
@@ -108,9 +108,7 @@ class ScanRunner:
                     summary.stopped_early = True
                     summary.stop_reason = "stop requested" if self.stop_event.is_set() else "WBC target reached"
                     break
-                acquired = self._acquire(field_plan, last_z)
-                if acquired.autofocus.success:
-                    last_z = acquired.autofocus.z_um
+                acquired = self._acquire(field_plan)
                 pending.append(worker.submit(self._process, acquired))
                 while pending and (len(pending) > self.settings.scan.queue_depth or pending[0].done()):
                     self._collect(pending.popleft(), summary, len(plan), start)
@@ -120,21 +118,12 @@ class ScanRunner:
         return summary
 
     # -- acquisition (calling thread) --------------------------------------------------------------
-    def _last_focus(self, done: list[FieldRecord]) -> float | None:
-        for record in reversed(done):
-            if record.autofocus.get("success"):
-                return float(record.autofocus["z_um"])
-        return None
-
-    def _acquire(self, field_plan: FieldPlan, last_z: float | None) -> Acquired:
+    def _acquire(self, field_plan: FieldPlan) -> Acquired:
         s = self.settings
         t0 = time.perf_counter()
         self.stage.move_to(x_um=field_plan.x_um, y_um=field_plan.y_um, timeout_s=s.stage.move_timeout_s)
         t1 = time.perf_counter()
-        if last_z is None:
-            af = self.autofocus.focus(s.focus.start_z_um, s.focus.first_range_um)
-        else:
-            af = self.autofocus.focus(last_z, s.focus.range_um)
+        af = self.focuser.focus_field(field_plan.x_um, field_plan.y_um)
         t2 = time.perf_counter()
         planes = capture_stack(
             self.stage, self.camera, af.z_um, s.stack.planes, s.stack.step_um,
@@ -148,6 +137,8 @@ class ScanRunner:
     def _collect(self, future: Future, summary: ScanSummary, planned: int, start: float) -> None:
         record = future.result()  # re-raises the worker's error here, stopping the scan
         summary.add(record)
+        if self.on_record is not None:
+            self.on_record(record)
         if self.on_progress is not None:
             self.on_progress(ScanProgress(summary.fields, planned, summary.wbc, time.perf_counter() - start))
 

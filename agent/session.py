@@ -16,6 +16,7 @@ from agent.acquisition.plan import FieldPlan, serpentine
 from agent.assembly import build_analyzer, measure_name, open_microscope
 from agent.config import Settings, settings_from_dict
 from agent.errors import ConfigError, InputError
+from agent.results.record import FieldRecord
 from agent.results.writer import MANIFEST_FILE, ResultWriter
 from agent.scan import ScanProgress, ScanRunner, ScanSummary
 
@@ -77,12 +78,14 @@ def load_resume(test_dir: Path) -> tuple[Settings, dict]:
 class ScanSession:
     def __init__(self, settings: Settings, test_dir: Path, *, manifest: dict | None = None,
                  stop_event: threading.Event | None = None,
-                 on_progress: Callable[[ScanProgress], None] | None = None) -> None:
+                 on_progress: Callable[[ScanProgress], None] | None = None,
+                 on_record: Callable[[FieldRecord], None] | None = None) -> None:
         self.settings = settings
         self.test_dir = Path(test_dir)
         self.manifest = manifest
         self.stop_event = stop_event or threading.Event()
         self.on_progress = on_progress
+        self.on_record = on_record
 
     def run(self) -> ScanSummary:
         settings = self.settings
@@ -101,7 +104,8 @@ class ScanSession:
                 with open_microscope(settings) as scope:
                     manifest["firmware"] = {"dialect": scope.firmware.dialect, "version": scope.firmware.version}
                     runner = ScanRunner(settings, scope.stage, scope.camera, analyzer, writer,
-                                        stop_event=self.stop_event, on_progress=self.on_progress)
+                                        stop_event=self.stop_event, on_progress=self.on_progress,
+                                        on_record=self.on_record)
                     summary = runner.run(plan, done)
             except BaseException:
                 # Record why the scan ended, then let the error reach the user unchanged.

@@ -33,13 +33,11 @@ def acquire_fields(realtime: bool, count: int, tmp: Path):
     fields, seconds = [], []
     with ResultWriter(tmp / f"acq-{realtime}", fsync=False) as writer, open_microscope(settings) as scope:
         runner = ScanRunner(settings, scope.stage, scope.camera, analyzer, writer)
-        last_z = None
         for i in range(count):
             plan = FieldPlan(i, settings.scan.origin_um[0] + i * step, settings.scan.origin_um[1])
             t0 = time.perf_counter()
-            acquired = runner._acquire(plan, last_z)
+            acquired = runner._acquire(plan)
             seconds.append(time.perf_counter() - t0)
-            last_z = acquired.autofocus.z_um
             fields.append(acquired)
     return settings, analyzer, fields, seconds
 

@@ -104,3 +104,43 @@ def _parabola_peak(samples: list[tuple[float, float]]) -> float:
         return z1
     offset = 0.5 * (s0 - s2) / denom
     return z1 + float(np.clip(offset, -1.0, 1.0)) * (z2 - z1)
+
+
+class FieldFocuser:
+    """Chooses where each field's search starts and how wide it is, then focuses.
+
+    The first field searches widely around the configured start; later fields search narrowly around
+    the last successful focus. Resumed scans feed their finished fields in through ``remember``.
+    """
+
+    def __init__(self, autofocus: SweepAutofocus, *, start_z_um: float, first_range_um: float,
+                 range_um: float) -> None:
+        self.autofocus = autofocus
+        self.start_z_um = start_z_um
+        self.first_range_um = first_range_um
+        self.range_um = range_um
+        self._last_z: float | None = None
+
+    def remember(self, x_um: float, y_um: float, z_um: float) -> None:
+        self._last_z = z_um
+
+    def focus_field(self, x_um: float, y_um: float) -> AutofocusResult:
+        if self._last_z is None:
+            result = self.autofocus.focus(self.start_z_um, self.first_range_um)
+        else:
+            result = self.autofocus.focus(self._last_z, self.range_um)
+        if result.success:
+            self.remember(x_um, y_um, result.z_um)
+        return result
+
+
+def build_focuser(settings, stage: Stage, camera: Camera, measure: str) -> FieldFocuser:
+    s = settings
+    sweep = SweepAutofocus(
+        stage, camera, measure=measure, downsample=s.focus.downsample,
+        coarse_step_um=s.focus.coarse_step_um, fine_step_um=s.focus.fine_step_um,
+        z_limits_um=(0.0, s.stage.travel_um[2]), move_timeout_s=s.stage.move_timeout_s,
+        capture_timeout_s=s.camera.capture_timeout_s,
+    )
+    return FieldFocuser(sweep, start_z_um=s.focus.start_z_um, first_range_um=s.focus.first_range_um,
+                        range_um=s.focus.range_um)

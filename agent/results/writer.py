@@ -128,10 +128,12 @@ class ResultWriter:
 
     def write_result_document(self) -> None:
         ordered = dict(sorted(self._document.items(), key=lambda kv: int(kv[0])))
-        self.write_json(RESULT_FILE, ordered)
+        # Compact: the document is rewritten after every field, so its size is paid again each time.
+        self.write_json(RESULT_FILE, ordered, indent=None)
 
-    def write_json(self, name: str, data: Any) -> None:
-        self._atomic_write(self.directory / name, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    def write_json(self, name: str, data: Any, *, indent: int | None = 1) -> None:
+        text = json.dumps(data, indent=indent, separators=None if indent else (",", ":"))
+        self._atomic_write(self.directory / name, (text + "\n").encode("utf-8"))
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
         tmp = path.with_name(path.name + ".tmp")
