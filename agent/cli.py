@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     emu = sub.add_parser("stage-emulator", help="run an emulated stage controller on a pseudo-terminal")
     emu.add_argument("--dialect", choices=("grbl",), default="grbl")
     emu.add_argument("--zero-delay", action="store_true", help="moves complete instantly")
+
+    from agent import commands
+
+    scan.set_defaults(handler=commands.scan)
+    analyze.set_defaults(handler=commands.analyze)
+    emu.set_defaults(handler=commands.stage_emulator)
     return parser
 
 
@@ -52,11 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from agent import commands
-
-    handler = {"scan": commands.scan, "analyze": commands.analyze, "stage-emulator": commands.stage_emulator}
     try:
-        return handler[args.command](args)
+        return args.handler(args)
     except ConfigError as exc:
         print(f"wbcscope: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
