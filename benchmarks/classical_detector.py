@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.inference.boxes import iou  # noqa: E402
 from agent.inference.classical import ClassicalDetector  # noqa: E402
 from agent.results.names import parse_name  # noqa: E402
 
@@ -33,15 +34,6 @@ Box = tuple[int, int, int, int]
 MILAB_UM_PER_PX = 0.11
 BCCD_UM_PER_PX = 0.055
 IOU_MATCH = 0.5
-
-
-def iou(a: Box, b: Box) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0, min(ax1, bx1) - max(a[0], b[0]))
-    ih = max(0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def match(pred: list[Box], truth: list[Box]) -> list[tuple[int, int, float]]:

@@ -8,10 +8,10 @@ import shutil
 import jsonschema
 import pytest
 
+from agent.inference.boxes import iou
 from agent.results.names import parse_name
 from agent.results.schema import consistency_errors, load_schema
 from tests.conftest import MILAB_0152, needs_0152, run_cli
-from tests.test_scan_e2e import iou
 
 pytestmark = needs_0152
 

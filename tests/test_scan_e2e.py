@@ -17,20 +17,12 @@ import pytest
 
 from agent.assembly import build_slide
 from agent.config import settings_from_dict
+from agent.inference.boxes import iou
 from agent.results.names import parse_name
 from agent.results.schema import consistency_errors, load_schema
 from tests.conftest import REPO
 
 FIELDS = 10
-
-
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / float(aw * ah + bw * bh - inter)
 
 
 def load_test(test_dir: Path):

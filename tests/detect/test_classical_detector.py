@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from agent.inference.base import Detection, Detector
+from agent.inference.boxes import iou
 from agent.inference.classical import ClassicalDetector, ClassicalParams
 from agent.results.names import parse_name
 
@@ -28,13 +29,6 @@ NUCLEUS_BGR = (150, 55, 110)
 
 def px(um: float) -> int:
     return int(round(um / UM_PER_PX))
-
-
-def iou(a, b) -> float:
-    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def draw_wbc(img: np.ndarray, centre_px: tuple[int, int], cell_um: float = 12.0) -> tuple[int, int, int, int]:

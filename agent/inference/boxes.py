@@ -1,0 +1,16 @@
+"""Box arithmetic on ``[x, y, w, h]`` pixel boxes (the miLab ``location`` layout)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+Box = Sequence[float]
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union; 0 for boxes without area."""
+    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
