@@ -43,10 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--um-per-px", type=float, help="image scale (default: camera.um_per_px)")
 
     emu = sub.add_parser("stage-emulator", help="run an emulated stage controller on a pseudo-terminal")
-    emu.add_argument("--dialect", choices=("grbl",), default="grbl")
+    emu.add_argument("--dialect", choices=("grbl", "sangaboard"), default="grbl")
     emu.add_argument("--zero-delay", action="store_true", help="moves complete instantly")
 
-    from agent import commands
+    from agent import commands, stage_cli
+
+    stage_cli.add_parser(sub)
 
     scan.set_defaults(handler=commands.scan)
     analyze.set_defaults(handler=commands.analyze)

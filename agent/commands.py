@@ -63,18 +63,11 @@ def analyze(args: argparse.Namespace) -> int:
 
 
 def stage_emulator(args: argparse.Namespace) -> int:
-    from firmware_interface.emulator.grbl import GrblEmulator, MotionTimings
-    from firmware_interface.emulator.pty_server import PtyEmulatorServer
+    from firmware_interface.emulator import serve
 
-    server = PtyEmulatorServer(GrblEmulator(timings=MotionTimings(realtime=not args.zero_delay)))
-    path = server.start()
-    print(f"GRBL 1.1 emulator on {path} (Ctrl-C to stop)", flush=True)
     stop = threading.Event()
-    try:
-        with _stop_on_signals(stop):
-            stop.wait()
-    finally:
-        server.stop()
+    with _stop_on_signals(stop):
+        serve(args.dialect, realtime=not args.zero_delay, stop=stop)
     return 0
 
 

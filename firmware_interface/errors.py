@@ -43,3 +43,8 @@ class SoftLimitError(StageError, ValueError):
 
 class PositionLostError(StageError, RuntimeError):
     """The controller reset or was reconnected: its coordinates can no longer be trusted."""
+
+
+class UnsupportedOperationError(StageError, RuntimeError):
+    """The controller cannot do this at all (e.g. ``home()`` on a Sangaboard without endstops, or
+    ``stop`` on firmware that predates it). The message says why; nothing was sent that moves."""

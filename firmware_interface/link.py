@@ -1,6 +1,6 @@
 """The serial link to a GRBL controller: one reader thread, send-response commands, push routing.
 
-A ``serial.threaded.ReaderThread`` splits the byte stream into lines. Push messages (status reports,
+A reader thread (``serial_lines``, shared with the Sangaboard link) splits the byte stream into lines. Push messages (status reports,
 ``ALARM:N``, ``[MSG:...]``, the start-up banner) are routed to state and callbacks; ``ok`` and
 ``error:N`` complete the one command in flight. Only one command is ever outstanding, so replies
 cannot be mismatched by counting; after a timeout or a garbled reply the link resynchronises with a
@@ -9,22 +9,20 @@ marker query (``$G``) before the next command, discarding any late replies.
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import serial
 import serial.threaded
 
 from firmware_interface import grbl_protocol as gp
+from firmware_interface import serial_lines
 from firmware_interface.errors import (
     FirmwareError,
     PositionLostError,
     StageAlarm,
-    StageBusyError,
     StageConnectionError,
     StageError,
     StageProtocolError,
@@ -33,9 +31,7 @@ from firmware_interface.errors import (
 
 log = logging.getLogger(__name__)
 
-_BUSY_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY})
 _STATUS_RESEND_S = 0.25
-_READ_TIMEOUT_S = 0.5
 _RESET_REQUIRED_MSG = "Reset to continue"
 
 
@@ -48,27 +44,6 @@ class _Pending:
     lines: list[gp.Reply] = field(default_factory=list)
     done: bool = False
     error: StageError | None = None
-
-
-class _LineProtocol(serial.threaded.Protocol):
-    """Splits the stream on LF; GRBL ends lines with CRLF, so the CR is stripped."""
-
-    def __init__(self, link: "GrblLink") -> None:
-        self._link = link
-        self._buffer = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                break
-            line = bytes(self._buffer[:end]).rstrip(b"\r")
-            del self._buffer[: end + 1]
-            self._link._on_line(line)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._link._on_connection_lost(exc)
 
 
 class GrblLink:
@@ -101,14 +76,6 @@ class GrblLink:
     def open(self) -> None:
         if self._reader is not None:
             return
-        try:
-            port = serial.serial_for_url(
-                self.port, baudrate=self.baudrate, exclusive=True, timeout=_READ_TIMEOUT_S
-            )
-        except serial.SerialException as exc:
-            raise _map_open_error(self.port, exc) from exc
-        except (ValueError, OSError) as exc:
-            raise StageConnectionError(f"cannot open stage port {self.port}: {exc}") from exc
         with self._cond:
             # A fresh port: nothing in flight, no stale lock-out from an earlier session.
             self._lost = None
@@ -116,14 +83,8 @@ class GrblLink:
             self._reset_required = False
             self._needs_resync = False
             self._wco.reset()
-        reader = serial.threaded.ReaderThread(port, lambda: _LineProtocol(self))
-        reader.name = f"grbl-link-{self.port}"
-        reader.start()
-        try:
-            reader.connect()
-        except RuntimeError as exc:
-            port.close()
-            raise StageConnectionError(f"reader on {self.port} failed to start: {exc}") from exc
+        reader = serial_lines.open_reader(self.port, self.baudrate, self._on_line,
+                                          self._on_connection_lost, name=f"grbl-link-{self.port}")
         self._reader = reader
 
     def close(self) -> None:
@@ -131,10 +92,7 @@ class GrblLink:
         reader, self._reader = self._reader, None
         if reader is None:
             return
-        try:
-            reader.close()
-        except serial.SerialException as exc:
-            log.debug("closing %s: %s", self.port, exc)
+        serial_lines.close_reader(reader, self.port)
         with self._cond:
             self._fail_pending(StageConnectionError(f"link to {self.port} closed"))
             self._cond.notify_all()
@@ -227,15 +185,9 @@ class GrblLink:
 
     # ------------------------------------------------------------------ internals
     def _write(self, data: bytes) -> None:
-        reader = self._reader
-        if reader is None:
-            raise StageConnectionError(f"stage port {self.port} is not open")
         with self._cond:
             self._raise_if_lost()
-        try:
-            reader.write(data)
-        except serial.SerialException as exc:
-            raise StageConnectionError(f"write to {self.port} failed: {exc}") from exc
+        serial_lines.write(self._reader, self.port, data)
 
     def _transact(self, line: str, timeout_s: float, *, sync: bool) -> list[gp.Reply]:
         pending = _Pending(line, sync=sync)
@@ -362,11 +314,3 @@ class GrblLink:
             pending.marker_seen = True
         pending.lines.append(reply)
 
-
-def _map_open_error(port: str, exc: serial.SerialException) -> StageError:
-    text = str(exc)
-    if "exclusively lock" in text or getattr(exc, "errno", None) in _BUSY_ERRNOS:
-        return StageBusyError(
-            f"device busy: stage port {port} is held by another process or connection ({text})"
-        )
-    return StageConnectionError(f"cannot open stage port {port}: {text}")

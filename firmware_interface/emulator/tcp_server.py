@@ -7,7 +7,7 @@ import select
 import socket
 import threading
 
-from firmware_interface.emulator.grbl import GrblEmulator
+from firmware_interface.emulator.board import EmulatedBoard
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ class TcpEmulatorServer:
     """One client at a time, like a serial cable; later connections are refused by closing them."""
 
     def __init__(
-        self, emulator: GrblEmulator, *, host: str = "127.0.0.1", port: int = 0, tick_s: float = 0.005
+        self, emulator: EmulatedBoard, *, host: str = "127.0.0.1", port: int = 0, tick_s: float = 0.005
     ) -> None:
         self.emulator = emulator
         self._address = (host, port)
