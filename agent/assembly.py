@@ -22,6 +22,8 @@ class Microscope:
     firmware: FirmwareInfo
     slide: object | None = None
     """The virtual slide when the camera is simulated (it knows the truth), else None."""
+    emulator: object | None = None
+    """The emulated controller when ``stage.port = 'emulator'`` (tests inject faults through it)."""
 
 
 def measure_name(settings: Settings) -> str:
@@ -54,6 +56,12 @@ def open_microscope(settings: Settings) -> Iterator[Microscope]:
             firmware = stage.connect()
         except StageBusyError as exc:
             raise DeviceBusyError(f"device busy: {exc}") from None
+        if stage.needs_homing:
+            if not settings.stage.home_on_connect:
+                raise WbcscopeError(
+                    f"stage on {port} needs homing: run 'wbcscope stage home --port {port}' "
+                    "or set stage.home_on_connect = true")
+            stage.home(timeout_s=settings.stage.move_timeout_s)
         if emulator is not None:
             position_um = emulator.physical_position_um
         else:
@@ -63,12 +71,12 @@ def open_microscope(settings: Settings) -> Iterator[Microscope]:
         camera, slide = _build_camera(settings, position_um)
         stack.callback(camera.close)
         camera.open()
-        yield Microscope(stage=stage, camera=camera, firmware=firmware, slide=slide)
+        yield Microscope(stage=stage, camera=camera, firmware=firmware, slide=slide, emulator=emulator)
 
 
 def _start_emulator(settings: Settings, stack: contextlib.ExitStack):
-    from firmware_interface.emulator.grbl import GrblEmulator, MotionTimings
-    from firmware_interface.emulator.pty_server import PtyEmulatorServer
+    from firmware_interface.emulator import start_emulator
+    from firmware_interface.emulator.motion import MotionTimings
 
     sim = settings.simulation
     timings = MotionTimings(
@@ -77,22 +85,18 @@ def _start_emulator(settings: Settings, stack: contextlib.ExitStack):
         z_settle_s=sim.z_settle_ms / 1000.0, realtime=sim.realtime,
     )
     travel_mm = tuple(t / 1000.0 for t in settings.stage.travel_um)
-    emulator = GrblEmulator(timings=timings, travel_mm=travel_mm)
-    server = PtyEmulatorServer(emulator)
-    path = server.start()
+    emulator, server, path = start_emulator(
+        settings.stage.dialect, timings=timings, travel_mm=travel_mm,
+        steps_per_um=tuple(settings.stage.steps_per_um), homing_enabled=sim.stage_homing,
+    )
     stack.callback(server.stop)
     return emulator, path
 
 
 def _build_stage(settings: Settings, port: str) -> Stage:
-    from firmware_interface.grbl import GrblStage
+    from firmware_interface.factory import build_stage_from_settings
 
-    st = settings.stage
-    limits = tuple((0.0, t) for t in st.travel_um)
-    return GrblStage(
-        port, baudrate=st.baudrate, reply_timeout_s=st.reply_timeout_s, soft_limits_um=limits,
-        z_backlash_um=st.z_backlash_um, xy_feed_mm_min=st.xy_feed_mm_min, z_feed_mm_min=st.z_feed_mm_min,
-    )
+    return build_stage_from_settings(settings.stage, port)
 
 
 def build_slide(settings: Settings):
@@ -108,14 +112,57 @@ def build_slide(settings: Settings):
 
 
 def _build_camera(settings: Settings, position_um) -> tuple[Camera, object | None]:
+    """The camera adapter ``camera.backend`` names; the virtual slide too when it is simulated."""
+    if settings.camera.backend == "virtual":
+        slide = build_slide(settings)
+        return build_virtual_camera(settings, slide, position_um), slide
+    return build_camera(settings), None
+
+
+def build_virtual_camera(settings: Settings, slide, position_um) -> Camera:
+    from agent.errors import ConfigError
     from agent.hardware.optics import Optics, OpticsSettings
     from agent.hardware.virtual_camera import VirtualCamera
 
     sim, cam = settings.simulation, settings.camera
-    slide = build_slide(settings)
-    camera = VirtualCamera(
+    if min(sim.xy_backlash_um) < 0:
+        raise ConfigError(f"simulation.xy_backlash_um must not be negative, got {sim.xy_backlash_um}")
+    return VirtualCamera(
         slide, Optics(OpticsSettings()), position_um, width_px=cam.width_px, height_px=cam.height_px,
         um_per_px=cam.um_per_px, frame_rate_hz=cam.frame_rate_hz, exposure_s=cam.exposure_ms / 1000.0,
-        realtime=sim.realtime, seed=sim.seed,
+        realtime=sim.realtime, seed=sim.seed, rotation_deg=sim.camera_rotation_deg, flip=sim.camera_flip,
+        backlash_um=(sim.xy_backlash_um[0], sim.xy_backlash_um[1]),
     )
-    return camera, slide
+
+
+def build_camera(settings: Settings) -> Camera:
+    """A real camera adapter (opencv or picamera2) from ``[camera]``; nothing is opened here."""
+    from agent.errors import ConfigError
+
+    cam = settings.camera
+    if cam.colour_gains and len(cam.colour_gains) != 2:
+        raise ConfigError(f"camera.colour_gains must be [] or [red, blue], got {cam.colour_gains}")
+    gains = (cam.colour_gains[0], cam.colour_gains[1]) if cam.colour_gains else None
+    if cam.backend == "opencv":
+        from agent.hardware.opencv_camera import open_cv_source
+
+        if not cam.device:
+            raise ConfigError("camera.device must name a device index, /dev/video path, video file or folder")
+        return open_cv_source(
+            cam.device, width_px=cam.width_px, height_px=cam.height_px, frame_rate_hz=cam.frame_rate_hz,
+            exposure_us=None if cam.auto_exposure else cam.exposure_ms * 1000.0, fourcc=cam.fourcc,
+            loop=cam.replay_loop,
+        )
+    if cam.backend == "picamera2":
+        from agent.hardware.picamera2_camera import Picamera2Camera
+
+        try:
+            camera_num = int(cam.device or "0")
+        except ValueError:
+            raise ConfigError(f"camera.device must be a camera number for picamera2, got {cam.device!r}") from None
+        return Picamera2Camera(
+            camera_num=camera_num, size_px=None if cam.full_resolution else (cam.width_px, cam.height_px),
+            exposure_us=cam.exposure_ms * 1000.0, analogue_gain=cam.analogue_gain, colour_gains=gains,
+            auto_exposure=cam.auto_exposure, tuning_file=cam.tuning_file or None,
+        )
+    raise ConfigError(f"camera.backend: no adapter for {cam.backend!r}")

@@ -34,18 +34,36 @@ class DeviceSettings:
 
 @dataclass
 class CameraSettings:
-    backend: str = _setting("virtual", choices=("virtual",))
+    backend: str = _setting("virtual", choices=("virtual", "opencv", "picamera2"))
+    device: str = _setting("")
+    """opencv: a device index ('0'), a V4L2 path (/dev/video0), a video file or a folder of images;
+    picamera2: the camera number ('' = 0). Unused by the virtual camera."""
     width_px: int = _setting(1920, lo=64, hi=10000)
     height_px: int = _setting(1200, lo=64, hi=10000)
     um_per_px: float = _setting(0.11, lo=0.01, hi=10.0)
     frame_rate_hz: float = _setting(30.0, lo=0.1, hi=1000.0)
     exposure_ms: float = _setting(10.0, lo=0.01, hi=10000.0)
     capture_timeout_s: float = _setting(2.0, lo=0.01, hi=600.0)
+    analogue_gain: float = _setting(1.0, lo=1.0, hi=64.0)
+    auto_exposure: bool = _setting(False)
+    """True: let auto-exposure and auto white balance settle at open, then lock them for the scan;
+    false: exposure_ms, analogue_gain and colour_gains are set and locked from the start."""
+    colour_gains: list[float] = _setting([], length=None)
+    """(red, blue) white-balance gains when auto_exposure is false; [] = measure once, then lock."""
+    full_resolution: bool = _setting(True)
+    """picamera2: capture stills at the sensor's full resolution (width_px, height_px then unused)."""
+    tuning_file: str = _setting("")
+    """picamera2: a libcamera tuning file (name or path), e.g. a microscope tuning without lens shading."""
+    fourcc: str = _setting("", pattern=r"^([A-Za-z0-9 ]{4})?$")
+    """opencv: pixel format asked of a live device, e.g. 'MJPG'; '' = the driver's default."""
+    replay_loop: bool = _setting(True)
+    """opencv: start a video file or image folder again at its end (instead of a timeout)."""
 
 
 @dataclass
 class StageSettings:
-    dialect: str = _setting("grbl", choices=("grbl",))
+    dialect: str = _setting("grbl", choices=("grbl", "sangaboard"))
+    """Controller firmware: GRBL 1.1 or an OpenFlexure Sangaboard."""
     port: str = _setting("emulator")
     """A device path (/dev/ttyACM0), a pyserial URL (socket://host:port) or 'emulator'."""
     baudrate: int = _setting(115200, lo=300, hi=4_000_000)
@@ -56,12 +74,24 @@ class StageSettings:
     z_feed_mm_min: float = _setting(60.0, lo=0.1, hi=100000.0)
     travel_um: list[float] = _setting([100000.0, 75000.0, 10000.0], length=3)
     """Soft limits: each axis may go from 0 to this many micrometres."""
+    steps_per_um: list[float] = _setting([1.0, 1.0, 1.0], length=3, lo=1e-6, hi=1e6)
+    """Sangaboard only: motor steps per micrometre of stage travel, x y z, each > 0 (calibrate)."""
+    home_on_connect: bool = _setting(False)
+    """Home a controller that comes up asking for it (GRBL with homing enabled) instead of refusing."""
+    on_position_loss: str = _setting("stop", choices=("stop", "rehome"))
+    """After a controller reset or reconnect: stop the scan, or home and carry on (needs homing)."""
+    reconnect_attempts: int = _setting(3, lo=0, hi=100)
+    """Sangaboard: reopen attempts after the port vanishes (0: fail at once)."""
+    reconnect_backoff_s: float = _setting(0.5, lo=0.0, hi=60.0)
+    """Wait before the first reopen attempt; doubled after each failure (at most 5 s)."""
 
 
 @dataclass
 class SimulationSettings:
     realtime: bool = _setting(True)
     """False runs the emulated stage and camera with zero delays (tests, quick demos)."""
+    stage_homing: bool = _setting(False)
+    """The emulated controller has homing switches (GRBL boots in alarm until homed)."""
     seed: int = _setting(1, lo=0, hi=2**31 - 1)
     slide_z_um: float = _setting(500.0, lo=0.0, hi=10000.0)
     tilt_x_um_per_mm: float = _setting(1.0, lo=-100.0, hi=100.0)
@@ -73,6 +103,12 @@ class SimulationSettings:
     xy_settle_ms: float = _setting(50.0, lo=0.0, hi=10000.0)
     z_speed_mm_s: float = _setting(1.0, lo=0.001, hi=1000.0)
     z_settle_ms: float = _setting(10.0, lo=0.0, hi=10000.0)
+    camera_rotation_deg: float = _setting(0.0, lo=-180.0, hi=180.0)
+    """Virtual camera mounted turned by this angle relative to the stage axes (calibration tests)."""
+    camera_flip: bool = _setting(False)
+    """Virtual camera image mirrored relative to the stage axes."""
+    xy_backlash_um: list[float] = _setting([0.0, 0.0], length=2)
+    """Lost motion of the virtual stage's X and Y on a reversal, as seen by the virtual camera."""
 
 
 @dataclass
@@ -93,14 +129,28 @@ class FocusSettings:
     measure: str = _setting("")
     """Focus measure for autofocus and file names; empty means agent.focus.DEFAULT_MEASURE."""
     downsample: int = _setting(4, lo=1, hi=16)
-    """Autofocus scores frames downsampled by this factor (speed)."""
+    """Autofocus scores frames downsampled by this factor (speed, and a wider focus curve)."""
     start_z_um: float = _setting(500.0, lo=0.0, hi=100000.0)
     first_range_um: float = _setting(20.0, lo=0.5, hi=1000.0)
-    """Half-width of the coarse search on the first field."""
+    """Half-width of the search without a prediction (first field; fallback when a prediction fails)."""
     range_um: float = _setting(6.0, lo=0.5, hi=1000.0)
-    """Half-width of the coarse search around the previous field's focus."""
-    coarse_step_um: float = _setting(2.0, lo=0.05, hi=100.0)
-    fine_step_um: float = _setting(0.4, lo=0.01, hi=10.0)
+    """Half-width of the search around the focus map's prediction."""
+    coarse_step_um: float = _setting(1.5, lo=0.05, hi=100.0)
+    """First bracket step of a search without a prediction."""
+    fine_step_um: float = _setting(0.5, lo=0.01, hi=10.0)
+    """Frame spacing that places the peak; a prediction is confirmed with frames this far apart."""
+    max_step_um: float = _setting(3.0, lo=0.05, hi=100.0)
+    """Largest step while walking towards the peak."""
+    min_peak_ratio: float = _setting(1.1, lo=1.0, hi=100.0)
+    """The peak frame must score this many times the lowest frame, else the curve counts as flat."""
+    max_frames: int = _setting(16, lo=3, hi=1000)
+    """Frames one search may take before it gives up (a field may run two searches)."""
+    map_quadratic_points: int = _setting(8, lo=6, hi=100000)
+    """Focused fields before the focus map fits a quadratic surface instead of a plane."""
+    map_radius_um: float = _setting(5000.0, lo=1.0, hi=1000000.0)
+    """Distance weighting of the focus map (Gaussian): nearer fields count more."""
+    map_outlier_um: float = _setting(0.5, lo=0.01, hi=1000.0)
+    """Fields further than this (or 3 robust sigma) off the map's surface are left out of it."""
 
 
 @dataclass
@@ -130,6 +180,41 @@ class TestInfo:
 
 
 @dataclass
+class MqttSettings:
+    host: str = _setting("")
+    """Broker host name or address; empty means no MQTT (scans are only written to disk)."""
+    port: int = _setting(1883, lo=1, hi=65535)
+    protocol: str = _setting("5", choices=("5", "3.1.1"))
+    keepalive_s: int = _setting(30, lo=5, hi=3600)
+    reconnect_min_s: int = _setting(1, lo=1, hi=3600)
+    reconnect_max_s: int = _setting(60, lo=1, hi=86400)
+    tls: bool = _setting(False)
+    ca_file: str = _setting("")
+    """CA bundle for TLS; empty means the system's trust store."""
+    cert_file: str = _setting("")
+    key_file: str = _setting("")
+    """Optional client certificate and key for mutual TLS."""
+    username: str = _setting("")
+    password: str = _setting("")
+    """Prefer the environment (WBCSCOPE_MQTT_USERNAME / WBCSCOPE_MQTT_PASSWORD) to the file."""
+    max_inflight: int = _setting(20, lo=1, hi=1000)
+    """Unacknowledged QoS 1 messages handed to the client at once (the rest wait in the outbox)."""
+
+
+@dataclass
+class DaemonSettings:
+    state_dir: str = _setting("")
+    """Outbox database lives here; empty means $STATE_DIRECTORY or ~/.local/state/wbcscope."""
+    out_dir: str = _setting("")
+    """Test directories of daemon scans; empty means <state_dir>/scans."""
+    telemetry_interval_s: float = _setting(10.0, lo=0.1, hi=3600.0)
+    disk_floor_mb: float = _setting(200.0, lo=0.0, hi=10_000_000.0)
+    """Below this much free space scanning pauses rather than risking results."""
+    scan_on_start: bool = _setting(False)
+    command_max_bytes: int = _setting(8192, lo=256, hi=1_000_000)
+
+
+@dataclass
 class Settings:
     device: DeviceSettings = field(default_factory=DeviceSettings)
     camera: CameraSettings = field(default_factory=CameraSettings)
@@ -141,6 +226,8 @@ class Settings:
     output: OutputSettings = field(default_factory=OutputSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     test: TestInfo = field(default_factory=TestInfo)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -213,6 +300,9 @@ def _check(name: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
             raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
         if meta.get("length") is not None and len(value) != meta["length"]:
             raise ConfigError(f"{where} must have {meta['length']} numbers, got {len(value)}")
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if any(lo is not None and v < lo or hi is not None and v > hi for v in value):
+            raise ConfigError(f"{where} must hold numbers between {lo} and {hi}, got {value!r}")
         return [float(v) for v in value]
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and value < lo or hi is not None and value > hi:

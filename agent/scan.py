@@ -8,6 +8,7 @@ the next hand-over, and stop the scan.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -20,13 +21,17 @@ from agent.acquisition.autofocus import AutofocusResult, build_focuser
 from agent.acquisition.plan import FieldPlan
 from agent.acquisition.stack import capture_stack
 from agent.config import Settings
+from agent.errors import ScanAborted
 from agent.field_analysis import FieldAnalyzer, Plane
 from agent.hardware.camera import Camera
 from agent.inference.base import CODE_NAMES
 from agent.results.names import format_name
 from agent.results.record import FieldRecord, PlaneRecord
 from agent.results.writer import ResultWriter
+from firmware_interface.errors import PositionLostError
 from firmware_interface.stage import Stage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,6 +124,20 @@ class ScanRunner:
 
     # -- acquisition (calling thread) --------------------------------------------------------------
     def _acquire(self, field_plan: FieldPlan) -> Acquired:
+        """Acquire one field; a controller that lost its position is handled per stage.on_position_loss."""
+        try:
+            return self._acquire_once(field_plan)
+        except PositionLostError as exc:
+            if self.settings.stage.on_position_loss != "rehome":
+                raise ScanAborted(
+                    f"stage position lost before field {field_plan.image_number} ({exc}); scan stopped "
+                    "(stage.on_position_loss = 'stop'); home the stage and resume with --resume"
+                ) from None
+            log.warning("stage position lost (%s): homing, then field %d again", exc, field_plan.image_number)
+            self.stage.home(timeout_s=self.settings.stage.move_timeout_s)
+            return self._acquire_once(field_plan)
+
+    def _acquire_once(self, field_plan: FieldPlan) -> Acquired:
         s = self.settings
         t0 = time.perf_counter()
         self.stage.move_to(x_um=field_plan.x_um, y_um=field_plan.y_um, timeout_s=s.stage.move_timeout_s)

@@ -19,7 +19,7 @@ DIALECTS = ("grbl", "sangaboard")
 _COMMON = {"baudrate", "reply_timeout_s", "z_backlash_um"}
 _GRBL_ONLY = {"xy_feed_mm_min", "z_feed_mm_min", "poll_interval_s"}
 _SANGA_ONLY = {"steps_per_um", "reconnect_attempts", "reconnect_backoff_s", "poll_interval_s"}
-_AGENT_ONLY = {"dialect", "port", "move_timeout_s", "on_position_loss"}
+_AGENT_ONLY = {"dialect", "port", "move_timeout_s", "on_position_loss", "home_on_connect"}
 
 
 def build_stage(dialect: str, port: str, **settings: Any) -> Stage:

@@ -70,6 +70,7 @@ class GrblStage(Stage):
         self._position_lost: str | None = None
         self._connecting = False
         self._commanded_mm: tuple[float, float, float] | None = None
+        self._needs_homing = False
         self._planner_blocks = gp.PLANNER_BLOCKS
         self.settings: dict[int, float] = {}
         self.firmware_info: FirmwareInfo | None = None
@@ -83,7 +84,8 @@ class GrblStage(Stage):
             self.settings = self._read_settings()
             self._check_travel()
             status = self._link.status()
-            if status.state == "Alarm":
+            self._needs_homing = status.state == "Alarm"
+            if self._needs_homing:
                 log.warning("stage %s is in alarm: call home() or unlock() before moving", self.port)
             self._commanded_mm = _mpos(status)
         except StageError:
@@ -174,15 +176,22 @@ class GrblStage(Stage):
     def home(self, timeout_s: float = 120.0) -> Position:
         """Run the homing cycle ($H); GRBL answers only once it is done. Restores position trust."""
         self._link.command("$H", timeout_s=timeout_s)
+        self._needs_homing = False
         with self._lost_lock:
             self._position_lost = None
         status = self._link.status()
         self._commanded_mm = _mpos(status)
         return _to_position(self._commanded_mm)
 
+    @property
+    def needs_homing(self) -> bool:
+        """The board came up locked in alarm (homing enabled): it moves only after $H (or $X)."""
+        return self._needs_homing
+
     def unlock(self) -> None:
         """Clear an alarm lock ($X). Does not restore position trust."""
         self._link.command("$X")
+        self._needs_homing = False
 
     def reset(self) -> None:
         """Soft reset (Ctrl-X): needed after a limit alarm ('Reset to continue')."""

@@ -60,6 +60,15 @@ class Stage(abc.ABC):
     def stop(self) -> None:
         """Halt motion now."""
 
+    @abc.abstractmethod
+    def home(self, timeout_s: float = 120.0) -> Position:
+        """Run the homing cycle and trust the position again; UnsupportedOperationError without one."""
+
+    @property
+    def needs_homing(self) -> bool:
+        """True when the controller refuses motion until it has been homed (GRBL boot alarm)."""
+        return False
+
     def __enter__(self) -> "Stage":
         self.connect()
         return self
