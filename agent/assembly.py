@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
+from agent import focus
+from agent.calibration import FlatField
 from agent.config import Settings
-from agent.errors import DeviceBusyError, WbcscopeError
+from agent.errors import ConfigError, DeviceBusyError, WbcscopeError
 from agent.field_analysis import FieldAnalyzer
 from agent.hardware.camera import Camera
-from agent import focus
+from agent.hardware.flat_field_camera import FlatFieldCamera
+from agent.hardware.resilient_camera import ResilientCamera
 from firmware_interface.errors import StageBusyError
 from firmware_interface.stage import FirmwareInfo, Stage
 
@@ -69,9 +73,20 @@ def open_microscope(settings: Settings) -> Iterator[Microscope]:
                 pos = stage.position()
                 return (pos.x_um, pos.y_um, pos.z_um)
         camera, slide = _build_camera(settings, position_um)
+        camera = ResilientCamera(camera)
+        if settings.camera.flat_field:
+            camera = FlatFieldCamera(camera, _load_flat_field(settings.camera.flat_field))
         stack.callback(camera.close)
         camera.open()
+        camera.lock_auto()  # every field of a scan exposed and white-balanced alike
         yield Microscope(stage=stage, camera=camera, firmware=firmware, slide=slide, emulator=emulator)
+
+
+def _load_flat_field(path: str) -> FlatField:
+    flat = FlatField.for_config(Path(path).parent if path.endswith(".json") else Path(path))
+    if flat is None:
+        raise ConfigError(f"camera.flat_field: no flat-field recorded in {path}")
+    return flat
 
 
 def _start_emulator(settings: Settings, stack: contextlib.ExitStack):

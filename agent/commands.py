@@ -14,6 +14,7 @@ from agent.scan import ScanProgress, ScanSummary
 
 
 def scan(args: argparse.Namespace) -> int:
+    from agent.publish.hooks import ScanPublisher
     from agent.session import ScanSession, check_test_id, default_test_id, load_resume
 
     if args.resume is not None:
@@ -39,9 +40,10 @@ def scan(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     progress = None if args.no_progress or not sys.stderr.isatty() else ProgressBar()
+    publisher = ScanPublisher(settings, test_dir)
     session = ScanSession(settings, test_dir, manifest=manifest, stop_event=stop,
-                          on_progress=progress.update if progress else None)
-    with _stop_on_signals(stop):
+                          on_progress=progress.update if progress else None, on_record=publisher.on_record)
+    with _stop_on_signals(stop), publisher:
         summary = session.run()
     if progress:
         progress.finish()

@@ -58,6 +58,8 @@ class CameraSettings:
     """opencv: pixel format asked of a live device, e.g. 'MJPG'; '' = the driver's default."""
     replay_loop: bool = _setting(True)
     """opencv: start a video file or image folder again at its end (instead of a timeout)."""
+    flat_field: str = _setting("")
+    """calibration.json written by 'wbcscope calibrate': its flat-field corrects every frame ("" = none)."""
 
 
 @dataclass
@@ -230,7 +232,11 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """All settings, secrets blanked: this is what manifests and status messages show."""
+        data = dataclasses.asdict(self)
+        if data["mqtt"]["password"]:
+            data["mqtt"]["password"] = ""
+        return data
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

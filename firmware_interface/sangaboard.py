@@ -305,9 +305,12 @@ class SangaboardStage(Stage):
                ) -> list[sp.Reply]:
         try:
             return self._link.query(line, expect, timeout_s=timeout_s)
-        except StageConnectionError:
-            if not self._link.lost:
+        except (StageConnectionError, StageTimeoutError) as exc:
+            # A reply lost with the port (the reader may notice the loss only after the query
+            # gave up) is a vanished port, not a slow board; a plain timeout stays a timeout.
+            if isinstance(exc, StageTimeoutError) and not self._link.lost:
                 raise
+            self._vanished = True
             self._reconnect()
             raise PositionLostError(
                 f"stage {self.port}: the port vanished during {line!r}; reconnected, but the "

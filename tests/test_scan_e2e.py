@@ -4,7 +4,6 @@ scored against the slide's own truth."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

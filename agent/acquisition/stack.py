@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from agent.field_analysis import Plane
 from agent.hardware.camera import Camera
 from firmware_interface.stage import Stage
@@ -20,6 +22,7 @@ def capture_stack(
     stack = []
     for index, z_um in enumerate(plane_heights_um(center_z_um, planes, step_um)):
         stage.move_to(z_um=z_um, timeout_s=move_timeout_s)
-        frame = camera.capture(timeout_s=capture_timeout_s)
+        # Only a frame exposed after the stage reported idle shows this plane.
+        frame = camera.capture(timeout_s=capture_timeout_s, not_before_s=time.monotonic())
         stack.append(Plane(stack_index=index, image=frame.image, z_um=round(z_um, 3)))
     return stack
