@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.config import load_settings
+from agent.config import load_settings, simulation_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,11 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.calibration import CALIBRATION_FILE, Bench, calibrate, focus_coarsely
     from agent.errors import ConfigError, OutputError
 
-    overrides: dict = {}
-    if args.simulate:
-        overrides.update({"camera.backend": "virtual", "stage.port": "emulator"})
-    if args.zero_delay:
-        overrides["simulation.realtime"] = False
+    overrides = simulation_overrides(simulate=args.simulate, zero_delay=args.zero_delay)
     settings = load_settings(args.config, overrides)
     if args.flat_fields < 3:
         raise ConfigError("--flat-fields must be at least 3")

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.config import load_settings
+from agent.config import load_settings, simulation_overrides
 from agent.errors import ConfigError
 from agent.scan import ScanProgress, ScanSummary
 
@@ -21,11 +21,7 @@ def scan(args: argparse.Namespace) -> int:
         settings, manifest = load_resume(args.resume)
         test_dir = Path(args.resume)
     else:
-        overrides = {}
-        if args.simulate:
-            overrides.update({"camera.backend": "virtual", "stage.port": "emulator"})
-        if args.zero_delay:
-            overrides["simulation.realtime"] = False
+        overrides = simulation_overrides(simulate=args.simulate, zero_delay=args.zero_delay)
         for flag, key in (("fields", "scan.fields"), ("wbc_target", "scan.wbc_target"),
                           ("sample_id", "test.sample_id"), ("operator", "test.operator"),
                           ("stage_port", "stage.port")):

@@ -260,6 +260,16 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     return settings
 
 
+def simulation_overrides(*, simulate: bool, zero_delay: bool) -> dict[str, Any]:
+    """What the --simulate and --zero-delay flags every hardware command takes override."""
+    overrides: dict[str, Any] = {}
+    if simulate:
+        overrides.update({"camera.backend": "virtual", "stage.port": "emulator"})
+    if zero_delay:
+        overrides["simulation.realtime"] = False
+    return overrides
+
+
 def settings_from_dict(data: dict[str, Any], source: str) -> Settings:
     """Rebuild settings from a dict (e.g. a manifest's effective config), validating every key."""
     settings = Settings()

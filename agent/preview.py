@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.config import load_settings
+from agent.config import load_settings, simulation_overrides
 from agent.errors import CameraError
 from agent.hardware.camera import Camera
 
@@ -155,11 +155,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from agent.assembly import measure_name, open_microscope
 
-    overrides: dict = {}
-    if args.simulate:
-        overrides.update({"camera.backend": "virtual", "stage.port": "emulator"})
-    if args.zero_delay:
-        overrides["simulation.realtime"] = False
+    overrides = simulation_overrides(simulate=args.simulate, zero_delay=args.zero_delay)
     settings = load_settings(args.config, overrides)
     with open_microscope(settings) as scope:
         source = PreviewSource(scope.camera, measure=measure_name(settings), width_px=args.width_px, fps=args.fps,

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from agent.config import load_settings
+from agent.config import load_settings, simulation_overrides
 from agent.errors import ConfigError, InputError
 
 
@@ -47,11 +47,7 @@ def add_parser(subparsers) -> None:
 def run_daemon(args: argparse.Namespace) -> int:
     from agent.daemon import Daemon
 
-    overrides = {}
-    if args.simulate:
-        overrides.update({"camera.backend": "virtual", "stage.port": "emulator"})
-    if args.zero_delay:
-        overrides["simulation.realtime"] = False
+    overrides = simulation_overrides(simulate=args.simulate, zero_delay=args.zero_delay)
     settings = load_settings(args.config, overrides)
     stop = threading.Event()
     daemon = Daemon(settings, config_path=args.config, overrides=overrides, stop=stop)

@@ -10,12 +10,10 @@ marker query (``$G``) before the next command, discarding any late replies.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import serial.threaded
 
 from firmware_interface import grbl_protocol as gp
 from firmware_interface import serial_lines
@@ -23,7 +21,6 @@ from firmware_interface.errors import (
     FirmwareError,
     PositionLostError,
     StageAlarm,
-    StageConnectionError,
     StageError,
     StageProtocolError,
     StageTimeoutError,
@@ -46,20 +43,16 @@ class _Pending:
     error: StageError | None = None
 
 
-class GrblLink:
+class GrblLink(serial_lines.LineLink):
     """Thread-safe GRBL transport. Construction touches nothing; ``open`` opens the port."""
 
+    reader_name = "grbl-link"
+
     def __init__(self, port: str, *, baudrate: int = 115200, reply_timeout_s: float = 5.0) -> None:
-        self.port = port
-        self.baudrate = baudrate
-        self.reply_timeout_s = reply_timeout_s
+        super().__init__(port, baudrate=baudrate, reply_timeout_s=reply_timeout_s)
         self.on_banner: Callable[[gp.Banner, bool], None] | None = None
         """Called as (banner, expected) from the reader thread; expected after ``soft_reset``."""
         self.on_alarm: Callable[[gp.AlarmReply], None] | None = None
-        self._reader: serial.threaded.ReaderThread | None = None
-        self._cond = threading.Condition()
-        self._command_lock = threading.Lock()
-        self._pending: _Pending | None = None
         self._wco = gp.WcoTracker()
         self._status: gp.StatusReport | None = None
         self._status_seq = 0
@@ -69,37 +62,12 @@ class GrblLink:
         self._alarm: gp.AlarmReply | None = None
         self._alarm_seq = 0
         self._reset_required = False
-        self._needs_resync = False
-        self._lost: StageConnectionError | None = None
 
-    # ------------------------------------------------------------------ lifecycle
-    def open(self) -> None:
-        if self._reader is not None:
-            return
-        with self._cond:
-            # A fresh port: nothing in flight, no stale lock-out from an earlier session.
-            self._lost = None
-            self._pending = None
-            self._reset_required = False
-            self._needs_resync = False
-            self._wco.reset()
-        reader = serial_lines.open_reader(self.port, self.baudrate, self._on_line,
-                                          self._on_connection_lost, name=f"grbl-link-{self.port}")
-        self._reader = reader
-
-    def close(self) -> None:
-        """Stop the reader thread (joined with a timeout) and close the port. Safe twice."""
-        reader, self._reader = self._reader, None
-        if reader is None:
-            return
-        serial_lines.close_reader(reader, self.port)
-        with self._cond:
-            self._fail_pending(StageConnectionError(f"link to {self.port} closed"))
-            self._cond.notify_all()
-
-    @property
-    def is_open(self) -> bool:
-        return self._reader is not None and self._lost is None
+    def _reset_state(self) -> None:
+        # A fresh port: no stale lock-out from an earlier session either.
+        super()._reset_state()
+        self._reset_required = False
+        self._wco.reset()
 
     # ------------------------------------------------------------------ sending
     def realtime(self, command: bytes) -> None:
@@ -219,25 +187,6 @@ class GrblLink:
         self._raise_if_lost()
         if not ok:
             raise StageTimeoutError(f"no {what} from {self.port} within {timeout_s:.2f} s")
-
-    def _raise_if_lost(self) -> None:
-        if self._lost is not None:
-            raise self._lost
-
-    def _fail_pending(self, error: StageError) -> None:
-        pending = self._pending
-        if pending is not None and not pending.done:
-            pending.error = error
-            pending.done = True
-
-    def _on_connection_lost(self, exc: BaseException | None) -> None:
-        with self._cond:
-            reason = f": {exc}" if exc else ""
-            self._lost = StageConnectionError(f"connection to {self.port} lost{reason}")
-            self._fail_pending(self._lost)
-            self._cond.notify_all()
-        if exc is not None:
-            log.error("stage link %s lost: %s", self.port, exc)
 
     def _on_line(self, raw: bytes) -> None:
         reply = gp.parse_line(raw)

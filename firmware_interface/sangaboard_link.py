@@ -12,11 +12,9 @@ asking ``version`` and discarding everything before its answer, as the GRBL link
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import serial.threaded
 
 from firmware_interface import sangaboard_protocol as sp
 from firmware_interface import serial_lines
@@ -46,53 +44,16 @@ class _Pending:
     error: StageError | None = None
 
 
-class SangaboardLink:
+class SangaboardLink(serial_lines.LineLink):
     """Thread-safe Sangaboard transport. Construction touches nothing; ``open`` opens the port."""
 
+    reader_name = "sangaboard-link"
+
     def __init__(self, port: str, *, baudrate: int = sp.BAUDRATE, reply_timeout_s: float = 5.0) -> None:
-        self.port = port
-        self.baudrate = baudrate
-        self.reply_timeout_s = reply_timeout_s
+        super().__init__(port, baudrate=baudrate, reply_timeout_s=reply_timeout_s)
         self.on_banner: Callable[[sp.VersionLine], None] | None = None
         """Called from the reader thread with a version line nobody asked for (the board reset)."""
-        self._reader: serial.threaded.ReaderThread | None = None
-        self._cond = threading.Condition()
-        self._command_lock = threading.Lock()
-        self._pending: _Pending | None = None
-        self._needs_resync = False
         self._stop_seq = 0
-        self._lost: StageConnectionError | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-    def open(self) -> None:
-        if self._reader is not None:
-            return
-        with self._cond:
-            self._lost = None
-            self._pending = None
-            self._needs_resync = False
-        self._reader = serial_lines.open_reader(
-            self.port, self.baudrate, self._on_line, self._on_connection_lost,
-            name=f"sangaboard-link-{self.port}")
-
-    def close(self) -> None:
-        """Stop the reader thread and close the port. Safe twice."""
-        reader, self._reader = self._reader, None
-        if reader is None:
-            return
-        serial_lines.close_reader(reader, self.port)
-        with self._cond:
-            self._fail_pending(StageConnectionError(f"link to {self.port} closed"))
-            self._cond.notify_all()
-
-    @property
-    def is_open(self) -> bool:
-        return self._reader is not None and self._lost is None
-
-    @property
-    def lost(self) -> bool:
-        """The port was open and vanished (cable pulled, board re-enumerated)."""
-        return self._reader is not None and self._lost is not None
 
     # ------------------------------------------------------------------ commands
     def query(self, line: str, expect: tuple[type, ...], *, timeout_s: float | None = None,
@@ -170,25 +131,6 @@ class SangaboardLink:
                 self._needs_resync = True
             raise pending.error
         return pending.lines
-
-    def _raise_if_lost(self) -> None:
-        if self._lost is not None:
-            raise self._lost
-
-    def _fail_pending(self, error: StageError) -> None:
-        pending = self._pending
-        if pending is not None and not pending.done:
-            pending.error = error
-            pending.done = True
-
-    def _on_connection_lost(self, exc: BaseException | None) -> None:
-        with self._cond:
-            reason = f": {exc}" if exc else ""
-            self._lost = StageConnectionError(f"connection to {self.port} lost{reason}")
-            self._fail_pending(self._lost)
-            self._cond.notify_all()
-        if exc is not None:
-            log.error("stage link %s lost: %s", self.port, exc)
 
     def _on_line(self, raw: bytes) -> None:
         banner: sp.VersionLine | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Callable
 
 import serial
@@ -95,3 +96,80 @@ def map_open_error(port: str, exc: serial.SerialException) -> StageError:
             f"device busy: stage port {port} is held by another process or connection ({text})"
         )
     return StageConnectionError(f"cannot open stage port {port}: {text}")
+
+
+class LineLink:
+    """What the GRBL and Sangaboard links share: the reader thread's lifecycle, the one command in
+    flight, and turning a vanished port into a StageConnectionError for whoever waits.
+
+    Subclasses own ``_on_line`` (what a line means in their dialect) and may extend ``_reset_state``.
+    ``self._pending`` is any object with ``done`` and ``error`` attributes.
+    """
+
+    reader_name = "stage-link"
+
+    def __init__(self, port: str, *, baudrate: int, reply_timeout_s: float) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self.reply_timeout_s = reply_timeout_s
+        self._reader: serial.threaded.ReaderThread | None = None
+        self._cond = threading.Condition()
+        self._command_lock = threading.Lock()
+        self._pending = None
+        self._needs_resync = False
+        self._lost: StageConnectionError | None = None
+
+    def open(self) -> None:
+        if self._reader is not None:
+            return
+        with self._cond:
+            self._reset_state()
+        self._reader = open_reader(self.port, self.baudrate, self._on_line, self._on_connection_lost,
+                                   name=f"{self.reader_name}-{self.port}")
+
+    def close(self) -> None:
+        """Stop the reader thread (joined with a timeout) and close the port. Safe twice."""
+        reader, self._reader = self._reader, None
+        if reader is None:
+            return
+        close_reader(reader, self.port)
+        with self._cond:
+            self._fail_pending(StageConnectionError(f"link to {self.port} closed"))
+            self._cond.notify_all()
+
+    @property
+    def is_open(self) -> bool:
+        return self._reader is not None and self._lost is None
+
+    @property
+    def lost(self) -> bool:
+        """The port was open and vanished (cable pulled, board re-enumerated)."""
+        return self._reader is not None and self._lost is not None
+
+    def _reset_state(self) -> None:
+        """A fresh port (called holding ``_cond``): nothing in flight, no stale resync or loss."""
+        self._lost = None
+        self._pending = None
+        self._needs_resync = False
+
+    def _on_line(self, raw: bytes) -> None:
+        raise NotImplementedError
+
+    def _raise_if_lost(self) -> None:
+        if self._lost is not None:
+            raise self._lost
+
+    def _fail_pending(self, error: StageError) -> None:
+        pending = self._pending
+        if pending is not None and not pending.done:
+            pending.error = error
+            pending.done = True
+
+    def _on_connection_lost(self, exc: BaseException | None) -> None:
+        with self._cond:
+            reason = f": {exc}" if exc else ""
+            self._lost = StageConnectionError(f"connection to {self.port} lost{reason}")
+            self._fail_pending(self._lost)
+            self._cond.notify_all()
+        if exc is not None:
+            log.error("stage link %s lost: %s", self.port, exc)

@@ -21,7 +21,7 @@ from agent.inference.base import CODE_NAMES
 from agent.publish.mqtt import topic
 from agent.publish.outbox import Outbox
 from agent.results.record import FieldRecord
-from agent.results.writer import FIELDS_FILE, MANIFEST_FILE
+from agent.results.writer import FIELDS_FILE, MANIFEST_FILE, parse_records
 
 _ID_NAMESPACE = uuid.UUID("5f0c4d0e-8a51-4c8e-9a55-3d0b7f6f2a10")
 SUMMARY_INDEX = -1
@@ -92,15 +92,7 @@ def read_records(test_dir: Path) -> list[FieldRecord]:
         return []
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
-    records = []
-    for line in raw.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            records.append(FieldRecord.from_jsonl(json.loads(line)))
-        except (ValueError, KeyError, TypeError):
-            break
-    return records
+    return parse_records(raw)[0]
 
 
 class ResultQueue:

@@ -35,6 +35,21 @@ def _describe(exc: OSError, path: Path) -> str:
     return f"cannot write {path}: {exc.strerror or exc}"
 
 
+def parse_records(raw: bytes) -> tuple[list[FieldRecord], int]:
+    """The complete records at the start of a ``fields.jsonl`` and how many bytes they span; parsing
+    stops at the first torn or unreadable line (a kill in the middle of an append)."""
+    records, good_bytes = [], 0
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            records.append(FieldRecord.from_jsonl(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            break
+        good_bytes += len(line)
+    return records, good_bytes
+
+
 class ResultWriter:
     """Owns one output directory. ``open`` creates and locks it; ``close`` is safe twice."""
 
@@ -77,15 +92,7 @@ class ResultWriter:
         if not path.exists():
             return []
         raw = path.read_bytes()
-        records, good_bytes = [], 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                records.append(FieldRecord.from_jsonl(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                break
-            good_bytes += len(line)
+        records, good_bytes = parse_records(raw)
         if good_bytes != len(raw):
             with open(path, "r+b") as handle:
                 handle.truncate(good_bytes)
