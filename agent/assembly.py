@@ -42,7 +42,12 @@ def build_analyzer(settings: Settings) -> FieldAnalyzer:
     from agent.inference.classical import ClassicalDetector
 
     detector = ClassicalDetector()
-    classifier = NoClassifier()
+    if settings.inference.classifier == "tflite":
+        from agent.inference.tflite_classifier import TfliteClassifier
+
+        classifier = TfliteClassifier(num_threads=settings.inference.threads)
+    else:
+        classifier = NoClassifier()
     return FieldAnalyzer(detector, classifier, um_per_px=settings.camera.um_per_px, measure=measure_name(settings))
 
 

@@ -172,7 +172,10 @@ class OutputSettings:
 @dataclass
 class InferenceSettings:
     detector: str = _setting("classical", choices=("classical",))
-    classifier: str = _setting("none", choices=("none",))
+    classifier: str = _setting("none", choices=("none", "tflite"))
+    """'tflite': the shipped int8 8-class model (models/); 'none' reports every WBC as code 9."""
+    threads: int = _setting(1, lo=1, hi=64)
+    """TFLite interpreter threads."""
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""Training augmentation (numpy + OpenCV, one sample at a time, deterministic per (seed, epoch, index)).
+
+Models what changes between devices, stains and the runtime's own cell finder:
+scale (+-18 %), rotation (any angle) and flips, centring error (+-1.5 um), stain / colour shifts (HSV hue,
+saturation and value; Lab a/b shifts; per-channel gain, contrast, gamma), defocus blur, sensor noise and
+JPEG re-compression.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def _affine(src_px: int, src_um_per_px: float, out: int, out_um_per_px: float, rng, strength: float):
+    scale = np.exp(rng.uniform(np.log(0.85), np.log(1.18))) if strength > 0 else 1.0
+    angle = rng.uniform(0, 360) if strength > 0 else 0.0
+    shift_um = rng.uniform(-1.5, 1.5, 2) * strength
+    flip = rng.random() < 0.5 and strength > 0
+    s = scale * src_um_per_px / out_um_per_px  # src px -> out px
+    c = (src_px - 1) / 2.0
+    m = cv2.getRotationMatrix2D((c, c), angle, s)
+    # move the source centre (plus the centring error) to the output centre
+    m[:, 2] += (out - 1) / 2.0 - c + shift_um / out_um_per_px
+    if flip:
+        m[0, :] *= -1
+        m[0, 2] += out - 1
+    return m
+
+
+def augment(img: np.ndarray, src_um_per_px: float, out: int, out_um_per_px: float, rng: np.random.Generator) -> np.ndarray:
+    """img: uint8 RGB square (cache resolution). Returns uint8 RGB out x out."""
+    m = _affine(img.shape[0], src_um_per_px, out, out_um_per_px, rng, 1.0)
+    x = cv2.warpAffine(img, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+    # stain / colour: HSV
+    if rng.random() < 0.8:
+        hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV).astype(np.float32)
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-8, 8)) % 180
+        hsv[..., 1] *= rng.uniform(0.6, 1.4)
+        hsv[..., 2] *= rng.uniform(0.85, 1.15)
+        x = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+    # Lab shifts (stain balance: more red / more blue)
+    if rng.random() < 0.5:
+        lab = cv2.cvtColor(x, cv2.COLOR_RGB2LAB).astype(np.float32)
+        lab[..., 0] = (lab[..., 0] - 128) * rng.uniform(0.85, 1.15) + 128 + rng.uniform(-12, 12)
+        lab[..., 1] += rng.uniform(-10, 10)
+        lab[..., 2] += rng.uniform(-12, 12)
+        x = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    # per-channel gain (white balance), contrast, gamma (camera response)
+    if rng.random() < 0.7:
+        f = x.astype(np.float32) / 255.0
+        f = f * rng.uniform(0.88, 1.12, 3).astype(np.float32)
+        mean = f.mean()
+        f = (f - mean) * rng.uniform(0.75, 1.25) + mean
+        f = np.clip(f, 0, 1) ** rng.uniform(0.75, 1.33)
+        x = (f * 255.0 + 0.5).astype(np.uint8)
+    # defocus
+    r = rng.random()
+    if r < 0.25:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.4))
+    elif r < 0.35:  # mild sharpening (some cameras over-sharpen)
+        b = cv2.GaussianBlur(x, (0, 0), 1.0)
+        x = cv2.addWeighted(x, 1.5, b, -0.5, 0)
+    # sensor noise
+    if rng.random() < 0.3:
+        n = rng.normal(0, rng.uniform(1, 7), x.shape).astype(np.float32)
+        x = np.clip(x.astype(np.float32) + n, 0, 255).astype(np.uint8)
+    # JPEG re-compression
+    if rng.random() < 0.3:
+        _, buf = cv2.imencode(".jpg", x[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 92))])
+        x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return np.ascontiguousarray(x)

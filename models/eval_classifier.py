@@ -1,0 +1,271 @@
+"""Evaluate the exported classifier: float32 vs int8 TFLite on the validation split (and the 96 held-out
+sprite crops), per-class precision / recall, confusion matrix, latency, size; plus the SegWBC Dataset 2
+cross-device proxy.
+
+    nice -n 19 python -m models.eval_classifier --run runs/classifier [--latency]
+
+Needs only numpy, OpenCV and ai_edge_litert (the validation arrays are cached by training / export, or are
+rebuilt from the JPEGs with the canonical crop). Writes ``eval.json`` and ``eval.md`` into --run.
+Run --latency only when nothing else (training) uses the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models import data_pbc
+
+MODELS_DIR = Path(__file__).resolve().parent
+
+
+def make_interpreter(path: Path, threads: int = 1):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover
+        from tflite_runtime.interpreter import Interpreter
+    it = Interpreter(model_path=str(path), num_threads=threads)
+    it.allocate_tensors()
+    return it
+
+
+class Runner:
+    """Runs a TFLite classifier on uint8 RGB canonical crops (int8 or float32 input)."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        self.it = make_interpreter(path, threads)
+        self.i = self.it.get_input_details()[0]
+        self.o = self.it.get_output_details()[0]
+
+    def set(self, rgb: np.ndarray):
+        if self.i["dtype"] == np.int8:
+            s, z = self.i["quantization"]
+            x = np.clip(np.round(rgb.astype(np.float32) / s + z), -128, 127).astype(np.int8)
+        else:
+            x = rgb.astype(np.float32)
+        self.it.set_tensor(self.i["index"], x[None])
+
+    def probs(self, rgb: np.ndarray) -> np.ndarray:
+        self.set(rgb)
+        self.it.invoke()
+        y = self.it.get_tensor(self.o["index"])[0]
+        if self.o["dtype"] == np.int8:
+            s, z = self.o["quantization"]
+            y = (y.astype(np.float32) - z) * s
+        return y
+
+    def predict(self, xs: np.ndarray) -> np.ndarray:
+        return np.stack([self.probs(x) for x in xs])
+
+    def latency_ms(self, rgb: np.ndarray, n: int = 500, warmup: int = 50) -> float:
+        self.set(rgb)
+        for _ in range(warmup):
+            self.it.invoke()
+        ts = np.empty(n)
+        for k in range(n):
+            t = time.perf_counter()
+            self.it.invoke()
+            ts[k] = time.perf_counter() - t
+        return float(np.median(ts) * 1e3)
+
+
+def metrics(y: np.ndarray, p: np.ndarray, n: int) -> dict:
+    cm = np.zeros((n, n), int)
+    for a, b in zip(y, p):
+        cm[a, b] += 1
+    prec = [float(cm[k, k] / cm[:, k].sum()) if cm[:, k].sum() else float("nan") for k in range(n)]
+    rec = [float(cm[k, k] / cm[k].sum()) if cm[k].sum() else float("nan") for k in range(n)]
+    return {"acc": float((y == p).mean()), "n": int(len(y)), "precision": prec, "recall": rec,
+            "support": cm.sum(1).tolist(), "confusion": cm.tolist()}
+
+
+def segwbc(runner: Runner, root: Path, size: int, field_um: float, classes: list[str]) -> dict:
+    """SegWBC Dataset 2 (300x300, 5 classes, unchecked labels). Its scale is not published: estimated by
+    assuming the median WBC (mask: cytoplasm + nucleus) equivalent diameter is 11.5 um, as in PBC
+    (cells 80-110 px at 0.12 um/px); results are also given for a sweep of scales."""
+    with open(root / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    imgs, labels, cents, diams = [], [], [], []
+    for r in rows:
+        bgr = cv2.imread(str(root / "images" / r["image"]))
+        m = cv2.imread(str(root / "masks" / r["image"]), cv2.IMREAD_GRAYSCALE) > 0
+        ys, xs = np.nonzero(m)
+        imgs.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        labels.append(classes.index(r["label"]))
+        cents.append((float(xs.mean()), float(ys.mean())))
+        diams.append(2.0 * np.sqrt(m.sum() / np.pi))
+    labels = np.array(labels)
+    present = sorted(set(labels.tolist()))
+    um_est = 11.5 / float(np.median(diams))
+    out = {"n": len(rows), "classes_present": [classes[k] for k in present],
+           "median_wbc_diameter_px": float(np.median(diams)), "um_per_px_estimate": um_est, "runs": []}
+    for scale in sorted({round(um_est, 4), 0.055, 0.065, 0.075, 0.085}):
+        for where in ("image_centre", "mask_centroid"):
+            xs = np.stack([
+                data_pbc.canonical_crop(im, scale, size, None if where == "image_centre" else c, field_um)
+                for im, c in zip(imgs, cents)
+            ])
+            pr = runner.predict(xs)
+            p8 = pr.argmax(1)
+            p5 = np.array(present)[pr[:, present].argmax(1)]
+            out["runs"].append({"um_per_px": scale, "centre": where, "acc_8way": float((p8 == labels).mean()),
+                                "acc_within_5": float((p5 == labels).mean()),
+                                "confusion_8way": metrics(labels, p8, len(classes))["confusion"]})
+    return out
+
+
+def robustness(runner: Runner, items: list, y: np.ndarray, size: int, field: float) -> list[dict]:
+    """Re-crop the validation JPEGs with a wrong um/px (the cell appears larger/smaller) or an off-centre cell."""
+    imgs = [data_pbc.read_rgb(p) for p, _ in items]
+    out = []
+    for factor, shift_um in ((1.0, 0.0), (0.8, 0.0), (0.9, 0.0), (1.1, 0.0), (1.25, 0.0), (1.0, 1.5), (1.0, 3.0)):
+        um = data_pbc.PBC_UM_PER_PX * factor
+        xs = []
+        for k, im in enumerate(imgs):
+            h, w = im.shape[:2]
+            a = 2 * np.pi * ((k * 0.618) % 1.0)
+            c = ((w - 1) / 2 + np.cos(a) * shift_um / data_pbc.PBC_UM_PER_PX,
+                 (h - 1) / 2 + np.sin(a) * shift_um / data_pbc.PBC_UM_PER_PX)
+            xs.append(data_pbc.canonical_crop(im, um, size, c, field))
+        acc = float((runner.predict(np.stack(xs)).argmax(1) == y).mean())
+        out.append({"assumed_um_per_px_factor": factor, "centre_error_um": shift_um, "acc": acc})
+    return out
+
+
+def write_samples(folder: Path, items: list, y, pq, pf, classes, seed: int = 7) -> dict:
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*__*.jpg"):
+        old.unlink()
+    order = np.random.default_rng(seed).permutation(len(items))
+    picked, skipped = {}, {}
+    for k in order:
+        c = classes[y[k]]
+        if c in picked:
+            continue
+        if pq[k] == y[k] and pf[k] == y[k]:
+            src = items[k][0]
+            shutil.copyfile(src, folder / f"{c}__{src.name}")
+            picked[c] = src.name
+        else:
+            skipped[c] = skipped.get(c, 0) + 1
+    return {"picked": picked, "skipped_as_misclassified": skipped}
+
+
+def fmt_pct(v):
+    return "n/a" if np.isnan(v) else f"{100 * v:.1f}"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, default=Path("runs/classifier"))
+    ap.add_argument("--model", type=Path, default=MODELS_DIR / "wbc_classifier_int8.tflite")
+    ap.add_argument("--float-model", type=Path, default=None, help="default: RUN/wbc_classifier_float32.tflite")
+    ap.add_argument("--data", type=Path, default=None, help="default: the run's config")
+    ap.add_argument("--segwbc", type=Path, default=Path("../shared/datasets/segwbc_d2"))
+    ap.add_argument("--latency", action="store_true", help="measure latency (only on an idle CPU)")
+    ap.add_argument("--latency-runs", type=int, default=1000)
+    ap.add_argument("--robustness", action="store_true",
+                    help="int8 validation accuracy when the runtime's scale or cell centre is off")
+    ap.add_argument("--write-samples", type=Path, default=None,
+                    help="copy one validation JPEG per class (first in a seeded order that int8 and float classify "
+                         "correctly) into this folder as <class>__<file>.jpg, for tests/models")
+    args = ap.parse_args(argv)
+
+    cfg = json.loads((args.run / "config.json").read_text())
+    size, field = cfg["size"], cfg["field_um"]
+    data = args.data or Path(cfg["data"])
+    classes = data_pbc.CLASSES
+    fmodel = args.float_model or args.run / "wbc_classifier_float32.tflite"
+    split = data_pbc.make_split(data, seed=cfg["split_seed"])
+    cache = args.run.parent / "cache"
+    xva, yva = data_pbc.load_arrays(split["val"], "val", cache, size, field)
+    xsp, ysp = data_pbc.load_arrays(split["sprites"], "sprites", cache, size, field)
+
+    q, f = Runner(args.model), Runner(fmodel)
+    res = {"model": str(args.model), "size_bytes": args.model.stat().st_size, "float_model": str(fmodel),
+           "input": {"shape": [int(v) for v in q.i["shape"]], "dtype": np.dtype(q.i["dtype"]).name,
+                     "quantization": [float(v) for v in q.i["quantization"]]},
+           "output": {"shape": [int(v) for v in q.o["shape"]], "dtype": np.dtype(q.o["dtype"]).name,
+                      "quantization": [float(v) for v in q.o["quantization"]]},
+           "classes": classes, "config": cfg}
+    pq, pf = q.predict(xva), f.predict(xva)
+    res["val_int8"] = metrics(yva, pq.argmax(1), len(classes))
+    res["val_float"] = metrics(yva, pf.argmax(1), len(classes))
+    res["val_agreement"] = float((pq.argmax(1) == pf.argmax(1)).mean())
+    res["sprites_int8"] = metrics(ysp, q.predict(xsp).argmax(1), len(classes))
+    res["sprites_float"] = metrics(ysp, f.predict(xsp).argmax(1), len(classes))
+    if args.segwbc.exists():
+        res["segwbc_int8"] = segwbc(q, args.segwbc, size, field, classes)
+    if args.latency:
+        x = xva[0]
+        res["latency_ms"] = {"cpu": platform.processor() or platform.machine(), "runs": args.latency_runs}
+        for name, path in (("int8", args.model), ("float32", fmodel)):
+            for th in (1, 2):
+                res["latency_ms"][f"{name}_{th}thread"] = Runner(path, th).latency_ms(x, args.latency_runs)
+    if args.robustness:
+        res["robustness_int8"] = robustness(q, split["val"], yva, size, field)
+    if args.write_samples:
+        res["samples"] = write_samples(args.write_samples, split["val"], yva, pq.argmax(1), pf.argmax(1), classes)
+    (args.run / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
+
+    L = []
+    vi, vf = res["val_int8"], res["val_float"]
+    L.append(f"Validation ({vi['n']} crops): int8 {fmt_pct(vi['acc'])} %, float32 {fmt_pct(vf['acc'])} %, "
+             f"int8/float agreement {fmt_pct(res['val_agreement'])} %")
+    L.append(f"Held-out sprite crops ({res['sprites_int8']['n']}): int8 {fmt_pct(res['sprites_int8']['acc'])} %, "
+             f"float32 {fmt_pct(res['sprites_float']['acc'])} %")
+    L.append("")
+    L.append("| class | support | int8 precision | int8 recall | float recall |")
+    L.append("| --- | ---: | ---: | ---: | ---: |")
+    for k, c in enumerate(classes):
+        L.append(f"| {c} | {vi['support'][k]} | {fmt_pct(vi['precision'][k])} | {fmt_pct(vi['recall'][k])} | "
+                 f"{fmt_pct(vf['recall'][k])} |")
+    L.append("")
+    L.append("Confusion matrix, int8 (rows: true, columns: predicted, order as above):")
+    L.append("")
+    L.append("| true \\ pred | " + " | ".join(c[:4] for c in classes) + " |")
+    L.append("| --- |" + " ---: |" * len(classes))
+    for k, c in enumerate(classes):
+        L.append(f"| {c} | " + " | ".join(str(v) for v in vi["confusion"][k]) + " |")
+    if "segwbc_int8" in res:
+        s = res["segwbc_int8"]
+        L.append("")
+        L.append(f"SegWBC Dataset 2 ({s['n']} images, classes {', '.join(s['classes_present'])}; "
+                 f"estimated scale {s['um_per_px_estimate']:.4f} um/px from median WBC diameter "
+                 f"{s['median_wbc_diameter_px']:.0f} px = 11.5 um), int8:")
+        L.append("")
+        L.append("| um/px | crop centre | accuracy (8-way) | accuracy (argmax over the 5 present classes) |")
+        L.append("| ---: | --- | ---: | ---: |")
+        for r in s["runs"]:
+            L.append(f"| {r['um_per_px']:.4f} | {r['centre']} | {fmt_pct(r['acc_8way'])} | {fmt_pct(r['acc_within_5'])} |")
+    if "robustness_int8" in res:
+        L.append("")
+        L.append("Validation accuracy (int8) when the runtime gets the scale or the centre wrong "
+                 "(factor > 1: assumed um/px too large, so the crop is too tight and the cell appears larger):")
+        L.append("")
+        L.append("| um/px factor | centre error (um) | accuracy |")
+        L.append("| ---: | ---: | ---: |")
+        for r in res["robustness_int8"]:
+            L.append(f"| {r['assumed_um_per_px_factor']:.2f} | {r['centre_error_um']:.1f} | {fmt_pct(r['acc'])} |")
+    if "latency_ms" in res:
+        lt = res["latency_ms"]
+        L.append("")
+        L.append(f"Latency, median of {lt['runs']} invokes (ms): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in lt.items() if k not in ("cpu", "runs")))
+    L.append("")
+    L.append(f"Size: {res['size_bytes']} bytes")
+    (args.run / "eval.md").write_text("\n".join(L) + "\n")
+    print("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Export a trained Keras classifier to a full-integer int8 TFLite model (int8 input and output).
+
+    python -m models.export_tflite --run runs/classifier [--out models/wbc_classifier_int8.tflite]
+
+Calibration uses ``--n-calib`` training crops (canonical preprocessing, no augmentation) picked with a
+fixed seed. Also writes the float32 TFLite model next to the run for the float-vs-int8 comparison, the
+labels file and the preprocessing spec (``wbc_classifier_spec.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+MODELS_DIR = Path(__file__).resolve().parent
+
+
+def convert(model, size: int, calib: np.ndarray | None):
+    """calib: uint8 RGB (N, size, size, 3), or None for a float32 model."""
+    import tempfile
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sig = [tf.TensorSpec([1, size, size, 3], tf.float32, name="rgb")]
+        model.export(tmp, format="tf_saved_model", input_signature=sig, verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        return _finish(conv, calib)
+
+
+def _finish(conv, calib):
+    import tensorflow as tf
+
+    if calib is not None:
+        calib = calib.astype(np.float32)
+        # pin the input range to exactly 0..255 so the input quantisation is scale 1, zero point -128
+        calib[0, 0, 0, :] = 0.0
+        calib[0, 0, 1, :] = 255.0
+
+        def rep():
+            for i in range(len(calib)):
+                yield [calib[i : i + 1]]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def describe(tflite_bytes: bytes) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=tflite_bytes)
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    ops = sorted({d["op_name"] for d in it._get_ops_details()})
+    return {
+        "input": {"shape": [int(v) for v in i["shape"]], "dtype": np.dtype(i["dtype"]).name,
+                  "scale": float(i["quantization"][0]), "zero_point": int(i["quantization"][1])},
+        "output": {"shape": [int(v) for v in o["shape"]], "dtype": np.dtype(o["dtype"]).name,
+                   "scale": float(o["quantization"][0]), "zero_point": int(o["quantization"][1])},
+        "ops": ops,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, default=Path("runs/classifier"))
+    ap.add_argument("--weights", default="last", choices=["best", "last"],
+                    help="last (default: no selection on the validation set) or best (highest val acc)")
+    ap.add_argument("--out", type=Path, default=MODELS_DIR / "wbc_classifier_int8.tflite")
+    ap.add_argument("--n-calib", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import keras
+
+    from models import data_pbc
+
+    cfg = json.loads((args.run / "config.json").read_text())
+    size, field = cfg["size"], cfg["field_um"]
+    model = keras.models.load_model(args.run / f"{args.weights}.keras", compile=False)
+
+    split = data_pbc.make_split(Path(cfg["data"]), seed=cfg["split_seed"])
+    rng = np.random.default_rng(args.seed)
+    items = [split["train"][i] for i in sorted(rng.choice(len(split["train"]), args.n_calib, replace=False))]
+    calib, _ = data_pbc.load_arrays(items, f"calib{args.seed}", args.run.parent / "cache", size, field)
+
+    q = convert(model, size, calib)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(q)
+    f = convert(model, size, None)
+    (args.run / "wbc_classifier_float32.tflite").write_bytes(f)
+
+    info = describe(q)
+    labels_path = args.out.parent / "wbc_classifier_labels.txt"
+    labels_path.write_text("\n".join(data_pbc.CLASSES) + "\n")
+    spec = {
+        "model": args.out.name,
+        "labels": labels_path.name,
+        "classes": data_pbc.CLASSES,
+        "input": {
+            **info["input"],
+            "layout": "NHWC",
+            "colour_order": "RGB",
+            "field_um": field,
+            "size_px": size,
+            "um_per_px": field / size,
+            "crop": "square of side round(field_um / um_per_px_of_image) source px centred on the cell, "
+                    "x0 = round(cx - side/2), y0 = round(cy - side/2), outside filled by BORDER_REFLECT_101, "
+                    "cv2.resize to size_px x size_px, INTER_AREA (INTER_LINEAR when enlarging)",
+            "quantise": "int8 = uint8_rgb - 128 (scale 1.0, zero point -128)",
+        },
+        "output": {**info["output"], "meaning": "softmax probabilities in the order of 'classes'",
+                   "dequantise": "p = (int8 - zero_point) * scale"},
+        "ops": info["ops"],
+        "trained_on": "PBC (Acevedo et al. 2020), 0.12 um/px half-scale crops",
+        "keras_run": cfg,
+    }
+    (args.out.parent / "wbc_classifier_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    print(json.dumps({k: info[k] for k in ("input", "output", "ops")}, indent=1))
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Train the 8-class PBC white-blood-cell classifier (TensorFlow/Keras, CPU).
+
+    nice -n 19 python -m models.train_classifier --data ../shared/datasets/pbc --out runs/classifier
+    nice -n 19 python -m models.train_classifier --out runs/classifier --resume   # continue a stopped run
+
+Every epoch writes ``last.keras`` (weights + optimizer state) and ``state.json`` to --out, and
+``best.keras`` when validation accuracy improves, so a run can be stopped at any time (or with
+--max-minutes) and resumed with --resume. Augmentation randomness depends only on (seed, epoch, index), so a
+resumed run sees the same data as an uninterrupted one. Then:
+
+    python -m models.export_tflite --run runs/classifier
+    python -m models.eval_classifier --run runs/classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/datasets/pbc"))
+    ap.add_argument("--out", type=Path, default=Path("runs/classifier"))
+    ap.add_argument("--size", type=int, default=80, help="model input side in px")
+    ap.add_argument("--field-um", type=float, default=20.0, help="side of the canonical crop in micrometres")
+    ap.add_argument("--width", default="m", choices=["s", "m"])
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--wd", type=float, default=5e-5)
+    ap.add_argument("--label-smoothing", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    ap.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after this long (0: no limit)")
+    ap.add_argument("--limit-steps", type=int, default=0, help="debug: steps per epoch")
+    ap.add_argument("--resume", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if args.resume:
+        if not cfg_path.exists():
+            raise SystemExit(f"--resume: no {cfg_path}")
+        saved = json.loads(cfg_path.read_text())
+        for k in ("data", "size", "field_um", "width", "epochs", "batch", "lr", "wd", "label_smoothing", "seed"):
+            setattr(args, k, type(getattr(args, k))(saved[k]) if k != "data" else Path(saved[k]))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import cv2
+
+    cv2.setNumThreads(1)
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras.utils.set_random_seed(args.seed)
+
+    from models import data_pbc
+    from models.augment import augment
+    from models.net import build_model
+
+    cache_dir = out.parent / "cache"
+    split = data_pbc.make_split(args.data)
+    out_um = args.field_um / args.size
+    cache_um = out_um / 1.25
+    cache_px = int(round(data_pbc.CACHE_FIELD_UM / cache_um))
+    cache_field = cache_px * cache_um
+    t0 = time.time()
+    xtr, ytr = data_pbc.load_arrays(split["train"], "train", cache_dir, cache_px, cache_field)
+    xva, yva = data_pbc.load_arrays(split["val"], "val", cache_dir, args.size, args.field_um)
+    print(f"data: train {xtr.shape} val {xva.shape} ({time.time() - t0:.0f} s)", flush=True)
+
+    cfg = {
+        "data": str(args.data), "size": args.size, "field_um": args.field_um, "width": args.width,
+        "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "wd": args.wd,
+        "label_smoothing": args.label_smoothing, "seed": args.seed, "split_seed": data_pbc.SPLIT_SEED,
+        "n_train": int(len(ytr)), "n_val": int(len(yva)), "classes": data_pbc.CLASSES,
+        "cache_um_per_px": cache_um, "cache_px": cache_px,
+    }
+    if not args.resume:
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+    n_classes = len(data_pbc.CLASSES)
+    steps = len(ytr) // args.batch
+    if args.limit_steps:
+        steps = min(steps, args.limit_steps)
+
+    class Train(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False, max_queue_size=8)
+            self.epoch = 0
+
+        def __len__(self):
+            return steps
+
+        def _order(self):
+            return np.random.default_rng([args.seed, self.epoch]).permutation(len(ytr))
+
+        def __getitem__(self, i):
+            idx = self._order()[i * args.batch : (i + 1) * args.batch]
+            rng = np.random.default_rng([args.seed, self.epoch, i])
+            xb = np.stack([augment(xtr[j], cache_um, args.size, out_um, rng) for j in idx]).astype(np.float32)
+            yb = keras.utils.to_categorical(ytr[idx], n_classes)
+            return xb, yb
+
+    train = Train()
+
+    state_path = out / "state.json"
+    state = {"epoch": 0, "best_acc": 0.0, "history": []}
+    if args.resume and (out / "last.keras").exists():
+        state = json.loads(state_path.read_text())
+        model = keras.models.load_model(out / "last.keras")
+        print(f"resumed after epoch {state['epoch']} (best val acc {state['best_acc']:.4f})", flush=True)
+    else:
+        model = build_model(args.size, n_classes, args.width)
+        sched = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=max(1, (args.epochs - 2) * steps), alpha=0.01,
+            warmup_target=args.lr, warmup_steps=2 * steps,
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(sched, weight_decay=args.wd),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+            metrics=["accuracy"],
+        )
+        print(f"model {model.name}: {model.count_params()} parameters", flush=True)
+    train.epoch = state["epoch"]
+
+    start = time.time()
+
+    class Keep(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            train.epoch = epoch
+            self.t = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            p = self.model.predict(xva.astype(np.float32), batch_size=256, verbose=0)
+            acc = float((p.argmax(1) == yva).mean())
+            rec = {"epoch": epoch + 1, "loss": float(logs.get("loss", 0)), "train_acc": float(logs.get("accuracy", 0)),
+                   "val_acc": acc, "lr": float(self.model.optimizer.learning_rate), "s": round(time.time() - self.t, 1)}
+            state["history"].append(rec)
+            state["epoch"] = epoch + 1
+            if acc > state["best_acc"]:
+                state["best_acc"] = acc
+                state["best_epoch"] = epoch + 1
+                self.model.save(out / "best.keras")
+            self.model.save(out / "last.tmp.keras")
+            os.replace(out / "last.tmp.keras", out / "last.keras")
+            state_path.write_text(json.dumps(state, indent=1) + "\n")
+            print(json.dumps(rec), flush=True)
+            if args.max_minutes and time.time() - start > 60 * args.max_minutes:
+                print("max-minutes reached: stopping (resume with --resume)", flush=True)
+                self.model.stop_training = True
+
+    if state["epoch"] >= args.epochs:
+        print("already trained", flush=True)
+        return
+    # shuffle=False: Train already permutes per epoch from (seed, epoch), which keeps a resumed run on the same order
+    model.fit(train, epochs=args.epochs, initial_epoch=state["epoch"], callbacks=[Keep()], verbose=2, shuffle=False)
+    what = "done" if state["epoch"] >= args.epochs else f"stopped after epoch {state['epoch']} (--resume to go on)"
+    print(f"{what}: best val acc {state['best_acc']:.4f} at epoch {state.get('best_epoch')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
