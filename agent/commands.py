@@ -116,5 +116,7 @@ def print_summary(test_dir: Path, summary: ScanSummary) -> None:
         print(f"  {name:<12} {count:>5}  {share:5.1f} %")
     if summary.flagged_fields:
         print(f"flagged fields (autofocus failed): {summary.flagged_fields}")
+    if summary.failed_fields:
+        print(f"failed fields (no images, camera error): {summary.failed_fields}")
     if summary.stopped_early:
         print(f"stopped before the plan was complete: {summary.stop_reason}")

@@ -21,7 +21,7 @@ from agent.acquisition.autofocus import AutofocusResult, build_focuser
 from agent.acquisition.plan import FieldPlan
 from agent.acquisition.stack import capture_stack
 from agent.config import Settings
-from agent.errors import ScanAborted
+from agent.errors import CameraError, ScanAborted
 from agent.field_analysis import FieldAnalyzer, Plane
 from agent.hardware.camera import Camera
 from agent.inference.base import CODE_NAMES
@@ -32,6 +32,8 @@ from firmware_interface.errors import PositionLostError
 from firmware_interface.stage import Stage
 
 log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_CAMERA_FAILURES = 3
 
 
 @dataclass
@@ -57,6 +59,7 @@ class ScanSummary:
     wbc: int = 0
     counts: Counter = field(default_factory=Counter)
     flagged_fields: list[int] = field(default_factory=list)
+    failed_fields: list[int] = field(default_factory=list)
     elapsed_s: float = 0.0
     stopped_early: bool = False
     stop_reason: str = ""
@@ -65,7 +68,9 @@ class ScanSummary:
         self.fields += 1
         self.wbc += len(record.cells)
         self.counts.update(CODE_NAMES[c.prediction] for c in record.cells)
-        if record.flags:
+        if record.failed:
+            self.failed_fields.append(record.image_number)
+        elif record.flags:
             self.flagged_fields.append(record.image_number)
 
 
@@ -107,13 +112,27 @@ class ScanRunner:
         if self.on_progress is not None:
             self.on_progress(ScanProgress(summary.fields, len(plan), summary.wbc, 0.0))
         pending: deque[Future] = deque()
+        camera_failures = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="process") as worker:
             for field_plan in todo:
                 if self.stop_event.is_set() or self._target_reached(summary):
                     summary.stopped_early = True
                     summary.stop_reason = "stop requested" if self.stop_event.is_set() else "WBC target reached"
                     break
-                acquired = self._acquire(field_plan)
+                try:
+                    acquired = self._acquire(field_plan)
+                except CameraError as exc:
+                    # The camera was already reopened once (ResilientCamera): mark the field, go on,
+                    # and give up only when the camera stays dead.
+                    camera_failures += 1
+                    if camera_failures >= MAX_CONSECUTIVE_CAMERA_FAILURES:
+                        raise ScanAborted(
+                            f"camera failed on {camera_failures} fields in a row (last: {exc}); scan stopped"
+                        ) from None
+                    log.error("field %d marked failed: %s", field_plan.image_number, exc)
+                    pending.append(worker.submit(self._record_failure, field_plan, str(exc)))
+                    continue
+                camera_failures = 0
                 pending.append(worker.submit(self._process, acquired))
                 while pending and (len(pending) > self.settings.scan.queue_depth or pending[0].done()):
                     self._collect(pending.popleft(), summary, len(plan), start)
@@ -156,7 +175,7 @@ class ScanRunner:
     def _collect(self, future: Future, summary: ScanSummary, planned: int, start: float) -> None:
         record = future.result()  # re-raises the worker's error here, stopping the scan
         summary.add(record)
-        if self.on_record is not None:
+        if self.on_record is not None and not record.failed:
             self.on_record(record)
         if self.on_progress is not None:
             self.on_progress(ScanProgress(summary.fields, planned, summary.wbc, time.perf_counter() - start))
@@ -167,6 +186,15 @@ class ScanRunner:
 
     def _process(self, acquired: Acquired) -> FieldRecord:
         return process_field(acquired, self.analyzer, self.writer, self.settings)
+
+    def _record_failure(self, field_plan: FieldPlan, reason: str) -> FieldRecord:
+        record = FieldRecord(
+            image_number=field_plan.image_number, x_um=int(round(field_plan.x_um)),
+            y_um=int(round(field_plan.y_um)), planes=[], best_plane=-1, cells=[],
+            focus_measure=self.analyzer.measure, flags=[f"camera: {reason}"], failed=f"camera: {reason}",
+        )
+        self.writer.add_field(record)
+        return record
 
 
 def process_field(acquired: Acquired, analyzer: FieldAnalyzer, writer: ResultWriter, settings: Settings) -> FieldRecord:

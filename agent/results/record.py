@@ -32,6 +32,8 @@ class CellRecord:
     detection_score: float
     focus: int
     """Stack index of the plane in which this cell's crop is sharpest."""
+    review: bool = False
+    """The classifier's confidence was below ``inference.review_threshold``: a person should look."""
 
 
 @dataclass
@@ -48,6 +50,8 @@ class FieldRecord:
     autofocus: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    failed: str = ""
+    """Why no stack could be taken (the camera died); such a field has no planes and no miLab entry."""
 
     @property
     def image_index(self) -> int:
@@ -69,7 +73,8 @@ class FieldRecord:
     def jsonl_record(self) -> dict[str, Any]:
         record = asdict(self)
         record["image_index"] = self.image_index
-        record["milab"] = self.milab_entry()
+        if not self.failed:
+            record["milab"] = self.milab_entry()
         return record
 
     @classmethod
@@ -86,4 +91,5 @@ class FieldRecord:
             autofocus=record.get("autofocus", {}),
             timings_s=record.get("timings_s", {}),
             flags=record.get("flags", []),
+            failed=record.get("failed", ""),
         )

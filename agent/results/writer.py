@@ -96,7 +96,7 @@ class ResultWriter:
         if good_bytes != len(raw):
             with open(path, "r+b") as handle:
                 handle.truncate(good_bytes)
-        self._document = {str(r.image_index): r.milab_entry() for r in records}
+        self._document = {str(r.image_index): r.milab_entry() for r in records if not r.failed}
         return records
 
     def remove_partial_images(self, done_numbers: set[int]) -> list[Path]:
@@ -130,8 +130,9 @@ class ResultWriter:
                     os.fsync(handle.fileno())
         except OSError as exc:
             raise OutputError(_describe(exc, path)) from None
-        self._document[str(record.image_index)] = record.milab_entry()
-        self.write_result_document()
+        if not record.failed:  # a field without images has nothing a miLab tool could look up
+            self._document[str(record.image_index)] = record.milab_entry()
+            self.write_result_document()
 
     def write_result_document(self) -> None:
         ordered = dict(sorted(self._document.items(), key=lambda kv: int(kv[0])))
