@@ -79,19 +79,14 @@ def open_microscope(settings: Settings) -> Iterator[Microscope]:
                 return (pos.x_um, pos.y_um, pos.z_um)
         camera, slide = _build_camera(settings, position_um)
         camera = ResilientCamera(camera)
-        if settings.camera.flat_field:
-            camera = FlatFieldCamera(camera, _load_flat_field(settings.camera.flat_field))
+        if settings.camera.calibration:
+            flat = FlatField.from_calibration(Path(settings.camera.calibration))
+            if flat is not None:
+                camera = FlatFieldCamera(camera, flat)
         stack.callback(camera.close)
         camera.open()
         camera.lock_auto()  # every field of a scan exposed and white-balanced alike
         yield Microscope(stage=stage, camera=camera, firmware=firmware, slide=slide, emulator=emulator)
-
-
-def _load_flat_field(path: str) -> FlatField:
-    flat = FlatField.for_config(Path(path).parent if path.endswith(".json") else Path(path))
-    if flat is None:
-        raise ConfigError(f"camera.flat_field: no flat-field recorded in {path}")
-    return flat
 
 
 def _start_emulator(settings: Settings, stack: contextlib.ExitStack):
@@ -140,7 +135,6 @@ def _build_camera(settings: Settings, position_um) -> tuple[Camera, object | Non
 
 
 def build_virtual_camera(settings: Settings, slide, position_um) -> Camera:
-    from agent.errors import ConfigError
     from agent.hardware.optics import Optics, OpticsSettings
     from agent.hardware.virtual_camera import VirtualCamera
 
@@ -157,7 +151,6 @@ def build_virtual_camera(settings: Settings, slide, position_um) -> Camera:
 
 def build_camera(settings: Settings) -> Camera:
     """A real camera adapter (opencv or picamera2) from ``[camera]``; nothing is opened here."""
-    from agent.errors import ConfigError
 
     cam = settings.camera
     if cam.colour_gains and len(cam.colour_gains) != 2:

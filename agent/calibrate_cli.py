@@ -8,10 +8,11 @@ and is printed in plain words.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from agent.config import load_settings, simulation_overrides
+from agent.config import load_settings, set_in_file, simulation_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
                         camera_name=f"{settings.camera.backend}:{settings.camera.device or 'default'}")
     print(cal.describe())
     print(f"written to {out_dir / CALIBRATION_FILE}")
-    if abs(cal.um_per_px - settings.camera.um_per_px) > 0.01 * settings.camera.um_per_px:
-        print(f"note: camera.um_per_px is {settings.camera.um_per_px}; set it to {cal.um_per_px:.4f}")
+    if args.config:
+        relative = os.path.relpath(out_dir / CALIBRATION_FILE, args.config.parent)
+        set_in_file(args.config, "camera", "calibration", relative)
+        print(f"{args.config}: camera.calibration = {relative!r} (scale and flat-field used from now on)")
+    else:
+        print(f"to use it: set camera.calibration = {str(out_dir / CALIBRATION_FILE)!r} in your config")
     return 0

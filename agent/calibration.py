@@ -222,10 +222,13 @@ class FlatField:
     def for_config(cls, config_dir: Path) -> "FlatField | None":
         """The flat-field recorded by ``wbcscope calibrate`` next to a config, or None when there is none."""
         path = Path(config_dir) / CALIBRATION_FILE
-        if not path.exists():
-            return None
+        return cls.from_calibration(path) if path.exists() else None
+
+    @classmethod
+    def from_calibration(cls, path: Path) -> "FlatField | None":
+        """The flat-field a calibration file names, or None when it recorded none."""
         cal = Calibration.load(path)
-        return cls.load(path.parent / cal.flat_field_file) if cal.flat_field_file else None
+        return cls.load(Path(path).parent / cal.flat_field_file) if cal.flat_field_file else None
 
 
 def _reference_from(images: list[np.ndarray], smooth_sigma_px: float, cell_px: float) -> np.ndarray:

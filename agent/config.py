@@ -8,6 +8,7 @@ naming the key and the file before anything touches hardware or disk.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -58,8 +59,9 @@ class CameraSettings:
     """opencv: pixel format asked of a live device, e.g. 'MJPG'; '' = the driver's default."""
     replay_loop: bool = _setting(True)
     """opencv: start a video file or image folder again at its end (instead of a timeout)."""
-    flat_field: str = _setting("")
-    """calibration.json written by 'wbcscope calibrate': its flat-field corrects every frame ("" = none)."""
+    calibration: str = _setting("")
+    """calibration.json from 'wbcscope calibrate' (relative to the config file): its µm per pixel
+    replaces camera.um_per_px and its flat-field corrects every frame ("" = none)."""
 
 
 @dataclass
@@ -137,8 +139,10 @@ class FocusSettings:
     """Half-width of the search without a prediction (first field; fallback when a prediction fails)."""
     range_um: float = _setting(6.0, lo=0.5, hi=1000.0)
     """Half-width of the search around the focus map's prediction."""
-    coarse_step_um: float = _setting(1.5, lo=0.05, hi=100.0)
+    coarse_step_um: float = _setting(3.0, lo=0.05, hi=100.0)
     """First bracket step of a search without a prediction."""
+    coarse_downsample: int = _setting(8, lo=1, hi=64)
+    """Frames are also scored downsampled by this: a wider focus curve that steers the search."""
     fine_step_um: float = _setting(0.5, lo=0.01, hi=10.0)
     """Frame spacing that places the peak; a prediction is confirmed with frames this far apart."""
     max_step_um: float = _setting(3.0, lo=0.05, hi=100.0)
@@ -147,6 +151,8 @@ class FocusSettings:
     """The peak frame must score this many times the lowest frame, else the curve counts as flat."""
     max_frames: int = _setting(16, lo=3, hi=1000)
     """Frames one search may take before it gives up (a field may run two searches)."""
+    peak_asymmetry: float = _setting(1.2, lo=1.0, hi=3.0)
+    """The focus peak falls this many times faster above focus than below; the fit allows for it."""
     map_quadratic_points: int = _setting(8, lo=6, hi=100000)
     """Focused fields before the focus map fits a quadratic surface instead of a plane."""
     map_radius_um: float = _setting(5000.0, lo=1.0, hi=1000000.0)
@@ -176,6 +182,8 @@ class InferenceSettings:
     """'tflite': the shipped int8 8-class model (models/); 'none' reports every WBC as code 9."""
     threads: int = _setting(1, lo=1, hi=64)
     """TFLite interpreter threads."""
+    review_threshold: float = _setting(0.6, lo=0.0, hi=1.0)
+    """A classified cell whose confidence is below this is flagged for review (0 = never flag)."""
 
 
 @dataclass
@@ -217,6 +225,9 @@ class DaemonSettings:
     """Below this much free space scanning pauses rather than risking results."""
     scan_on_start: bool = _setting(False)
     command_max_bytes: int = _setting(8192, lo=256, hi=1_000_000)
+    scan_stall_s: float = _setting(300.0, lo=0.0, hi=86400.0)
+    """A scan silent this long (no field, no progress) counts as stuck: the daemon stops its systemd
+    watchdog pings so the service is restarted. Must exceed the slowest field plus homing; 0 = off."""
 
 
 @dataclass
@@ -260,7 +271,55 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         _apply(settings, {section: {key: value}}, "command line", prefix="")
+    if settings.camera.calibration:
+        base = Path(path).parent if path is not None else Path.cwd()
+        settings.camera.calibration = str((base / settings.camera.calibration).resolve())
+        settings.camera.um_per_px = _calibrated_scale(settings.camera.calibration)
     return settings
+
+
+def set_in_file(path: Path, section: str, key: str, value: str) -> None:
+    """Set ``key = "value"`` in ``[section]`` of a TOML file, keeping every other line as it was.
+
+    Written through a temporary file and a rename, and checked by loading the result first, so a
+    failure leaves the original file untouched.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    entry = f"{key} = {json.dumps(value)}"
+    header = re.compile(r"^\s*\[\s*" + re.escape(section) + r"\s*\]\s*(#.*)?$")
+    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
+    if start is None:
+        lines += ["", f"[{section}]", entry]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+        existing = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        at = next((i for i in range(start + 1, end) if existing.match(lines[i])), None)
+        if at is None:
+            lines.insert(start + 1, entry)
+        else:
+            lines[at] = entry
+    text = "\n".join(lines) + "\n"
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: cannot set {section}.{key} safely ({exc})") from None
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _calibrated_scale(path: str) -> float:
+    """The µm per pixel a bench calibration measured (the rest of the file is read where it is used)."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))["um_per_px"]
+    except FileNotFoundError:
+        raise ConfigError(f"camera.calibration: file not found: {path}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"camera.calibration: unusable calibration file {path}: {exc}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.001 <= value <= 100:
+        raise ConfigError(f"camera.calibration: {path} holds an implausible um_per_px {value!r}")
+    return float(value)
 
 
 def simulation_overrides(*, simulate: bool, zero_delay: bool) -> dict[str, Any]:

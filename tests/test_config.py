@@ -71,3 +71,35 @@ def test_round_trip_through_a_manifest_dict():
     s = load_settings(overrides={"scan.fields": 12, "simulation.realtime": False})
     again = settings_from_dict(s.to_dict(), "manifest.json")
     assert again == s
+
+
+def test_set_in_file_keeps_other_lines_and_replaces_or_adds_the_key(tmp_path):
+    from agent.config import set_in_file
+
+    path = write(tmp_path, "# bench scope\n[camera]\nwidth_px = 640 # small\n[scan]\nfields = 3\n")
+    set_in_file(path, "camera", "calibration", "cal/calibration.json")
+    set_in_file(path, "camera", "calibration", "calibration.json")  # replaced, not added twice
+    set_in_file(path, "device", "id", "bench-1")  # a section that did not exist
+    text = path.read_text()
+    assert text.count("calibration =") == 1 and "# bench scope" in text and "width_px = 640 # small" in text
+    import tomllib
+
+    data = tomllib.loads(text)
+    assert data["camera"] == {"width_px": 640, "calibration": "calibration.json"}
+    assert data["scan"] == {"fields": 3} and data["device"] == {"id": "bench-1"}
+
+
+def test_calibration_file_sets_the_scale_relative_to_the_config(tmp_path):
+    (tmp_path / "cal").mkdir()
+    (tmp_path / "cal" / "calibration.json").write_text('{"um_per_px": 0.1234}')
+    s = load_settings(write(tmp_path, "[camera]\ncalibration = 'cal/calibration.json'\num_per_px = 0.2\n"))
+    assert s.camera.um_per_px == 0.1234
+    assert s.camera.calibration == str(tmp_path / "cal" / "calibration.json")
+
+
+@pytest.mark.parametrize("content, words", [(None, "not found"), ("{}", "unusable"), ('{"um_per_px": -1}', "implausible")])
+def test_bad_calibration_file_is_a_config_error(tmp_path, content, words):
+    if content is not None:
+        (tmp_path / "calibration.json").write_text(content)
+    with pytest.raises(ConfigError, match=words):
+        load_settings(write(tmp_path, "[camera]\ncalibration = 'calibration.json'\n"))

@@ -99,3 +99,8 @@ def test_calibrate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert calibrate_cli.run(args) == 0
     out = capsys.readouterr().out
     assert "µm per pixel" in out and (tmp_path / CALIBRATION_FILE).exists()
+    # The config now points at the calibration, and loading it uses the measured scale.
+    assert 'calibration = "calibration.json"' in config.read_text()
+    assert "width_px = 320" in config.read_text()
+    measured = json.loads((tmp_path / CALIBRATION_FILE).read_text())["um_per_px"]
+    assert load_settings(config).camera.um_per_px == pytest.approx(measured)
