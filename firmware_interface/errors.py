@@ -30,11 +30,18 @@ class FirmwareError(StageError, RuntimeError):
 
 
 class StageAlarm(StageError, RuntimeError):
-    """The controller is in alarm (GRBL ``ALARM:N``): motion stopped."""
+    """The controller is in alarm (GRBL ``ALARM:N``): motion stopped.
 
-    def __init__(self, code: int, message: str) -> None:
+    ``position_lost``: the controller cannot vouch for its coordinates any more (rehome);
+    ``reset_required``: it hears nothing but a soft reset until one is sent.
+    """
+
+    def __init__(self, code: int, message: str, *, position_lost: bool = False,
+                 reset_required: bool = False) -> None:
         super().__init__(f"ALARM:{code} {message}")
         self.code = code
+        self.position_lost = position_lost
+        self.reset_required = reset_required
 
 
 class SoftLimitError(StageError, ValueError):

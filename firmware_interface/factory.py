@@ -16,9 +16,10 @@ from firmware_interface.stage import Stage
 
 DIALECTS = ("grbl", "sangaboard")
 
-_COMMON = {"baudrate", "reply_timeout_s", "z_backlash_um"}
-_GRBL_ONLY = {"xy_feed_mm_min", "z_feed_mm_min", "poll_interval_s"}
-_SANGA_ONLY = {"steps_per_um", "reconnect_attempts", "reconnect_backoff_s", "poll_interval_s"}
+_COMMON = {"baudrate", "reply_timeout_s", "z_backlash_um", "poll_interval_s",
+           "reconnect_attempts", "reconnect_backoff_s"}
+_GRBL_ONLY = {"xy_feed_mm_min", "z_feed_mm_min"}
+_SANGA_ONLY = {"steps_per_um"}
 _AGENT_ONLY = {"dialect", "port", "move_timeout_s", "on_position_loss", "home_on_connect"}
 
 

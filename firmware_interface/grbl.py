@@ -1,9 +1,10 @@
 """``GrblStage``: the Stage port implemented for a GRBL 1.1 controller.
 
 Coordinates: the stage frame in micrometres is GRBL's machine frame (MPos) in mm x 1000.
-Position trust: an unexpected controller reset (banner mid-session) or a position-losing alarm
-marks the position lost; motion and position calls then raise PositionLostError until ``home()``
-succeeds or the caller ``acknowledge_position_lost()``. The agent decides which.
+Position trust: an unexpected controller reset (banner mid-session), a position-losing alarm or a
+reconnect after the port vanished (reopening reboots the board) marks the position lost; motion and
+position calls then raise PositionLostError until ``home()`` succeeds or the caller
+``acknowledge_position_lost()``. The agent decides which.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from firmware_interface.errors import (
     StageProtocolError,
     StageTimeoutError,
 )
+from firmware_interface.grbl_codes import UNLOCK_MESSAGE, stage_alarm
 from firmware_interface.link import GrblLink
+from firmware_interface.reconnect import ReconnectingStage
 from firmware_interface.stage import FirmwareInfo, Position, Stage
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,7 @@ _IDENTIFY_ATTEMPT_S = 1.0
 _BUSY_STATES = ("Run", "Hold", "Home", "Door", "Check")
 
 
-class GrblStage(Stage):
+class GrblStage(ReconnectingStage, Stage):
     """A GRBL 1.1 stage on a serial port or ``socket://`` URL. Constructing it touches nothing."""
 
     def __init__(
@@ -51,6 +54,8 @@ class GrblStage(Stage):
         poll_interval_s: float = 0.02,
         xy_feed_mm_min: float = 300.0,
         z_feed_mm_min: float = 60.0,
+        reconnect_attempts: int = 3,
+        reconnect_backoff_s: float = 0.5,
     ) -> None:
         if z_backlash_um < 0:
             raise ValueError("z_backlash_um must be >= 0")
@@ -63,9 +68,11 @@ class GrblStage(Stage):
         self.poll_interval_s = poll_interval_s
         self.xy_feed_mm_min = xy_feed_mm_min
         self.z_feed_mm_min = z_feed_mm_min
+        self._init_reconnect(reconnect_attempts, reconnect_backoff_s)
         self._link = GrblLink(port, baudrate=baudrate, reply_timeout_s=reply_timeout_s)
         self._link.on_banner = self._on_banner
         self._link.on_alarm = self._on_alarm
+        self._link.on_message = self._on_message
         self._lost_lock = threading.Lock()
         self._position_lost: str | None = None
         self._connecting = False
@@ -77,26 +84,17 @@ class GrblStage(Stage):
 
     # ------------------------------------------------------------------ Stage API
     def connect(self) -> FirmwareInfo:
-        self._connecting = True
-        self._link.open()
+        self._closing.clear()
         try:
-            info = self._identify()
-            self.settings = self._read_settings()
-            self._check_travel()
-            status = self._link.status()
-            self._needs_homing = status.state == "Alarm"
-            if self._needs_homing:
-                log.warning("stage %s is in alarm: call home() or unlock() before moving", self.port)
-            self._commanded_mm = _mpos(status)
+            self._open_and_handshake()
         except StageError:
             self.close()
             raise
-        finally:
-            self._connecting = False
-        self.firmware_info = info
-        return info
+        assert self.firmware_info is not None
+        return self.firmware_info
 
     def close(self) -> None:
+        self._closing.set()  # interrupts a reconnect backoff in another thread
         self._link.close()
 
     def move_to(
@@ -108,7 +106,7 @@ class GrblStage(Stage):
         wait: bool = True,
         timeout_s: float = 30.0,
     ) -> None:
-        self._check_position()
+        self._ready()
         target_um = (x_um, y_um, z_um)
         self._check_soft_limits(target_um)
         start = self._current_target_mm()
@@ -127,13 +125,14 @@ class GrblStage(Stage):
     def wait_idle(self, timeout_s: float = 30.0) -> Position:
         deadline = time.monotonic() + timeout_s
         while True:
-            self._check_position()
-            status = self._link.status(timeout_s=max(0.05, min(self.reply_timeout_s,
-                                                               deadline - time.monotonic())))
+            self._ready()
+            status = self._status(timeout_s=max(0.05, min(self.reply_timeout_s,
+                                                          deadline - time.monotonic())))
             if status.state == "Alarm":
                 alarm = self._link.last_alarm
-                code = alarm.code if alarm else 0
-                raise StageAlarm(code, alarm.message if alarm else "controller is in alarm state")
+                if alarm is None:
+                    raise StageAlarm(0, "controller is in alarm state")
+                raise stage_alarm(alarm.code)
             planner_empty = status.planner_free is None or status.planner_free >= self._planner_blocks
             if status.state == "Idle" and planner_empty:
                 return _to_position(_mpos(status))
@@ -143,8 +142,8 @@ class GrblStage(Stage):
             time.sleep(self.poll_interval_s)
 
     def position(self) -> Position:
-        self._check_position()
-        return _to_position(_mpos(self._link.status()))
+        self._ready()
+        return _to_position(_mpos(self._status()))
 
     def stop(self) -> None:
         """Halt: jog cancel while jogging, else feed hold, wait for Hold:0, then soft reset.
@@ -152,51 +151,56 @@ class GrblStage(Stage):
         Resetting only once the hold is complete keeps GRBL's position valid (no ALARM:3); if the
         hold does not complete in time the reset goes out anyway and the position is marked lost.
         """
+        self._ensure_connected()
         if self._link.reset_required:
             self.reset()
             return
-        status = self._link.status()
+        status = self._status()
         if status.state == "Jog":
-            self._link.realtime(gp.RT_JOG_CANCEL)
+            self._realtime(gp.RT_JOG_CANCEL)
             self._poll_until(lambda s: s.state != "Jog", _STOP_TIMEOUT_S)
         elif status.state in _BUSY_STATES:
-            self._link.realtime(gp.RT_FEED_HOLD)
+            self._realtime(gp.RT_FEED_HOLD)
             held = self._poll_until(
                 lambda s: (s.state, s.substate) == ("Hold", 0) or s.state in ("Idle", "Alarm"),
                 _STOP_TIMEOUT_S)
             if not held:
                 log.warning("stage %s: feed hold incomplete, resetting in motion", self.port)
-            self._link.soft_reset()
+            self._guarded("a soft reset", self._link.soft_reset)
         else:
             return
-        self._commanded_mm = _mpos(self._link.status())
+        self._commanded_mm = _mpos(self._status())
         log.info("stage %s stopped at %s um", self.port, _to_position(self._commanded_mm))
 
     # ------------------------------------------------------------------ GRBL extras
     def home(self, timeout_s: float = 120.0) -> Position:
         """Run the homing cycle ($H); GRBL answers only once it is done. Restores position trust."""
-        self._link.command("$H", timeout_s=timeout_s)
+        self._ensure_connected()
+        self._command("$H", timeout_s=timeout_s)
         self._needs_homing = False
         with self._lost_lock:
             self._position_lost = None
-        status = self._link.status()
+        status = self._status()
         self._commanded_mm = _mpos(status)
         return _to_position(self._commanded_mm)
 
     @property
     def needs_homing(self) -> bool:
-        """The board came up locked in alarm (homing enabled): it moves only after $H (or $X)."""
+        """The board is locked in alarm: it booted so (homing enabled, ``[MSG:'$H'|'$X' to
+        unlock]``) or an alarm halted it. It moves only after ``home()`` ($H) or ``unlock()``."""
         return self._needs_homing
 
     def unlock(self) -> None:
         """Clear an alarm lock ($X). Does not restore position trust."""
-        self._link.command("$X")
+        self._ensure_connected()
+        self._command("$X")
         self._needs_homing = False
 
     def reset(self) -> None:
         """Soft reset (Ctrl-X): needed after a limit alarm ('Reset to continue')."""
-        self._link.soft_reset()
-        self._commanded_mm = _mpos(self._link.status())
+        self._ensure_connected()
+        self._guarded("a soft reset", self._link.soft_reset)
+        self._commanded_mm = _mpos(self._status())
 
     def acknowledge_position_lost(self) -> None:
         """Accept the controller's coordinates as they are (the agent chose not to rehome)."""
@@ -219,8 +223,8 @@ class GrblStage(Stage):
         feed_mm_min: float | None = None,
     ) -> None:
         """Relative jog ($J=); returns at once. Cancel with ``cancel_jog`` or ``stop``."""
-        self._check_position()
-        here = _mpos(self._link.status())
+        self._ready()
+        here = _mpos(self._status())
         deltas = (dx_um, dy_um, dz_um)
         self._check_soft_limits(tuple(h * 1000.0 + d for h, d in zip(here, deltas)))
         if feed_mm_min is None:
@@ -228,12 +232,55 @@ class GrblStage(Stage):
         words = [None if d == 0 else d / 1000.0 for d in deltas]
         if all(w is None for w in words):
             return
-        self._link.command(gp.format_jog(*words, feed_mm_min=feed_mm_min))
+        self._command(gp.format_jog(*words, feed_mm_min=feed_mm_min))
         self._commanded_mm = None  # a jog may be cancelled anywhere; ask the controller next time
 
     def cancel_jog(self) -> None:
-        self._link.realtime(gp.RT_JOG_CANCEL)
+        self._ensure_connected()
+        self._realtime(gp.RT_JOG_CANCEL)
         self._commanded_mm = None
+
+    # ------------------------------------------------------------------ connection
+    def _open_and_handshake(self) -> None:
+        """Open, identify, read settings. Raw link calls: a failure here is the reconnect's to
+        retry, not a vanished port to reconnect from."""
+        self._connecting = True
+        try:
+            self._link.open()
+            try:
+                info = self._identify()
+                self.settings = self._read_settings()
+                self._check_travel()
+                status = self._link.status()
+            except StageError:
+                self._link.close()
+                raise
+        finally:
+            self._connecting = False
+        # The state is the truth; the unlock message may have come before the port was read.
+        self._needs_homing = status.state == "Alarm"
+        if self._needs_homing:
+            log.warning("stage %s is in alarm: call home() or unlock() before moving", self.port)
+        self._commanded_mm = _mpos(status)
+        self._vanished = False
+        self.firmware_info = info
+
+    def _on_vanished(self) -> None:
+        self._commanded_mm = None
+
+    def _status(self, timeout_s: float | None = None) -> gp.StatusReport:
+        return self._guarded("a status query", lambda: self._link.status(timeout_s=timeout_s))
+
+    def _command(self, line: str, *, timeout_s: float | None = None) -> list[gp.Reply]:
+        return self._guarded(repr(line), lambda: self._link.command(line, timeout_s=timeout_s))
+
+    def _realtime(self, command: bytes) -> None:
+        self._guarded(f"real-time {command!r}", lambda: self._link.realtime(command))
+
+    def _ready(self) -> None:
+        """Reconnect if the port vanished, then refuse to move on an untrusted position."""
+        self._ensure_connected()
+        self._check_position()
 
     # ------------------------------------------------------------------ internals
     def _identify(self) -> FirmwareInfo:
@@ -297,7 +344,7 @@ class GrblStage(Stage):
 
     def _current_target_mm(self) -> tuple[float, float, float]:
         if self._commanded_mm is None:
-            self._commanded_mm = _mpos(self._link.status())
+            self._commanded_mm = _mpos(self._status())
         return self._commanded_mm
 
     def _waypoints(self, start: tuple[float, ...], end: tuple[float, ...], *, z_given: bool
@@ -321,7 +368,7 @@ class GrblStage(Stage):
                  for s, e, g in zip(start, end, given_um)]
         if all(w is None for w in words):
             return
-        self._link.command(gp.format_move(*words, feed_mm_min=self._feed_for(start, end)))
+        self._command(gp.format_move(*words, feed_mm_min=self._feed_for(start, end)))
 
     def _feed_for(self, start: tuple[float, ...], end: tuple[float, ...]) -> float:
         """Vector feed such that neither the XY part nor the Z part exceeds its own feed."""
@@ -336,7 +383,7 @@ class GrblStage(Stage):
     def _poll_until(self, predicate: Callable[[gp.StatusReport], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if predicate(self._link.status()):
+            if predicate(self._status()):
                 return True
             time.sleep(self.poll_interval_s)
         return False
@@ -344,8 +391,10 @@ class GrblStage(Stage):
     def _check_position(self) -> None:
         if self._link.reset_required:
             alarm = self._link.last_alarm
-            raise StageAlarm(alarm.code if alarm else 0,
-                             "controller halted on a limit alarm; reset() or stop() first")
+            context = "controller halted on a limit alarm; reset() or stop() first"
+            if alarm is None:
+                raise StageAlarm(0, context, reset_required=True)
+            raise stage_alarm(alarm.code, context)
         with self._lost_lock:
             reason = self._position_lost
         if reason is not None:
@@ -362,6 +411,12 @@ class GrblStage(Stage):
     def _on_banner(self, banner: gp.Banner, expected: bool) -> None:
         if not expected and not self._connecting:
             self._mark_lost(f"controller reset unexpectedly (Grbl {banner.version} banner)")
+
+    def _on_message(self, text: str) -> None:
+        if text == UNLOCK_MESSAGE:
+            # Pushed after the banner when the board boots or resets locked (homing enabled, or
+            # an alarm halted it): nothing moves until $H or $X.
+            self._needs_homing = True
 
     def _on_alarm(self, alarm: gp.AlarmReply) -> None:
         log.error("stage %s ALARM:%d %s", self.port, alarm.code, alarm.message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from firmware_interface.errors import FirmwareError, StageAlarm
+
 ERROR_MESSAGES: dict[int, str] = {
     1: "G-code words consist of a letter and a value. Letter was not found.",
     2: "Numeric value format is not valid or missing an expected value.",
@@ -53,6 +55,10 @@ ALARM_MESSAGES: dict[int, str] = {
     9: "Homing fail. Could not find limit switch within search distance.",
 }
 
+# The push message GRBL prints after its banner when it boots (or resets) locked in alarm: homing
+# is enabled, or an alarm halted it. Only $H or $X lets it move again.
+UNLOCK_MESSAGE = "'$H'|'$X' to unlock"
+
 # Limit alarms: GRBL halts and hears nothing but a soft reset ("[MSG:Reset to continue]").
 CRITICAL_ALARMS = frozenset({1, 2})
 
@@ -66,3 +72,16 @@ def error_message(code: int) -> str:
 
 def alarm_message(code: int) -> str:
     return ALARM_MESSAGES.get(code, "Unknown alarm code.")
+
+
+def firmware_error(code: int) -> FirmwareError:
+    """The typed exception for ``error:N``, carrying the documented meaning."""
+    return FirmwareError(code, error_message(code))
+
+
+def stage_alarm(code: int, context: str = "") -> StageAlarm:
+    """The typed exception for ``ALARM:N``: the documented meaning (after ``context``, if any) and
+    whether the position is lost and whether only a soft reset is heard now."""
+    message = f"{context}: {alarm_message(code)}" if context else alarm_message(code)
+    return StageAlarm(code, message, position_lost=code in POSITION_LOSING_ALARMS,
+                      reset_required=code in CRITICAL_ALARMS)

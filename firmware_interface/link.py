@@ -9,6 +9,7 @@ marker query (``$G``) before the next command, discarding any late replies.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from firmware_interface import grbl_protocol as gp
 from firmware_interface import serial_lines
+from firmware_interface.grbl_codes import firmware_error, stage_alarm
 from firmware_interface.errors import (
     FirmwareError,
     PositionLostError,
@@ -53,6 +55,8 @@ class GrblLink(serial_lines.LineLink):
         self.on_banner: Callable[[gp.Banner, bool], None] | None = None
         """Called as (banner, expected) from the reader thread; expected after ``soft_reset``."""
         self.on_alarm: Callable[[gp.AlarmReply], None] | None = None
+        self.on_message: Callable[[str], None] | None = None
+        """Called with the text of each ``[MSG:...]`` push message, from the reader thread."""
         self._wco = gp.WcoTracker()
         self._status: gp.StatusReport | None = None
         self._status_seq = 0
@@ -100,8 +104,11 @@ class GrblLink(serial_lines.LineLink):
         with self._command_lock:
             with self._cond:
                 if self._reset_required:
-                    code = self._alarm.code if self._alarm else 0
-                    raise StageAlarm(code, "controller needs a reset before it accepts commands")
+                    if self._alarm is None:
+                        raise StageAlarm(0, "controller needs a reset before it accepts commands",
+                                         reset_required=True)
+                    raise stage_alarm(self._alarm.code,
+                                      "controller needs a reset before it accepts commands")
             if self._needs_resync:
                 self._transact("$G", self.reply_timeout_s, sync=True)
                 self._needs_resync = False
@@ -114,7 +121,7 @@ class GrblLink(serial_lines.LineLink):
         with self._cond:
             seq, alarm_seq = self._status_seq, self._alarm_seq
             if self._reset_required and self._alarm is not None:
-                raise StageAlarm(self._alarm.code, "controller needs a reset: " + self._alarm.message)
+                raise stage_alarm(self._alarm.code, "controller needs a reset")
         while True:
             # A lost or ignored '?' is resent; GRBL drops duplicates it has not answered yet.
             self._write(gp.RT_STATUS)
@@ -131,7 +138,7 @@ class GrblLink(serial_lines.LineLink):
                     return self._status
                 if self._alarm_seq > alarm_seq:
                     assert self._alarm is not None
-                    raise StageAlarm(self._alarm.code, self._alarm.message)
+                    raise stage_alarm(self._alarm.code)
             if time.monotonic() >= deadline:
                 raise StageTimeoutError(f"no status report from {self.port} within {timeout_s:.2f} s")
 
@@ -202,7 +209,7 @@ class GrblLink(serial_lines.LineLink):
                 self._alarm_seq += 1
                 # Limit alarms are critical: GRBL ignores everything, '?' included, until reset.
                 self._reset_required = self._reset_required or reply.code in gp.CRITICAL_ALARMS
-                self._fail_pending(StageAlarm(reply.code, reply.message))
+                self._fail_pending(stage_alarm(reply.code))
                 if self.on_alarm is not None:
                     handler = self.on_alarm
                     callback = lambda: handler(reply)  # noqa: E731
@@ -211,7 +218,7 @@ class GrblLink(serial_lines.LineLink):
             elif isinstance(reply, gp.Unparseable):
                 self._garbled(reply)
             else:
-                self._feedback(reply)
+                callback = self._feedback(reply)
             self._cond.notify_all()
         if callback is not None:
             callback()
@@ -239,7 +246,7 @@ class GrblLink(serial_lines.LineLink):
             log.debug("stale %r discarded during resync on %s", reply, self.port)
             return
         if isinstance(reply, gp.ErrorReply):
-            pending.error = FirmwareError(reply.code, reply.message)
+            pending.error = firmware_error(reply.code)
         pending.done = True
 
     def _garbled(self, reply: gp.Unparseable) -> None:
@@ -251,15 +258,20 @@ class GrblLink(serial_lines.LineLink):
             self._fail_pending(StageProtocolError(
                 f"garbled reply to {pending.line!r} from {self.port}: {reply.raw!r}"))
 
-    def _feedback(self, reply: gp.Reply) -> None:
+    def _feedback(self, reply: gp.Reply) -> Callable[[], None] | None:
+        """Route a feedback line (``_cond`` held); returns the callback to run once released."""
+        callback: Callable[[], None] | None = None
         if isinstance(reply, gp.Feedback) and reply.tag == "MSG":
             log.info("controller %s: %s", self.port, reply.text)
             if reply.text == _RESET_REQUIRED_MSG:
                 self._reset_required = True
+            if self.on_message is not None:
+                callback = functools.partial(self.on_message, reply.text)
         pending = self._pending
         if pending is None or pending.done:
-            return
+            return callback
         if pending.sync and isinstance(reply, gp.Feedback) and reply.tag == "GC":
             pending.marker_seen = True
         pending.lines.append(reply)
+        return callback
 

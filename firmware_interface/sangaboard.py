@@ -17,6 +17,7 @@ marks the position lost; motion and position calls raise PositionLostError until
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -27,13 +28,12 @@ from firmware_interface.errors import (
     FirmwareError,
     PositionLostError,
     SoftLimitError,
-    StageConnectionError,
     StageError,
     StageProtocolError,
     StageTimeoutError,
     UnsupportedOperationError,
 )
-from firmware_interface.reconnect import ReconnectPolicy, reopen_with_backoff
+from firmware_interface.reconnect import ReconnectingStage
 from firmware_interface.sangaboard_link import SangaboardLink
 from firmware_interface.stage import FirmwareInfo, Position, Stage
 
@@ -46,7 +46,7 @@ _AXES = "xyz"
 _IDENTIFY_ATTEMPT_S = 1.0
 
 
-class SangaboardStage(Stage):
+class SangaboardStage(ReconnectingStage, Stage):
     """A Sangaboard on a serial port or ``socket://`` URL. Constructing it touches nothing."""
 
     def __init__(
@@ -72,15 +72,12 @@ class SangaboardStage(Stage):
         self.soft_limits_um = soft_limits_um
         self.z_backlash_um = z_backlash_um
         self.poll_interval_s = poll_interval_s
-        self.reconnect = ReconnectPolicy(attempts=reconnect_attempts, backoff_s=reconnect_backoff_s)
+        self._init_reconnect(reconnect_attempts, reconnect_backoff_s)
         self._link = SangaboardLink(port, baudrate=baudrate, reply_timeout_s=reply_timeout_s)
         self._link.on_banner = self._on_banner
         self._lock = threading.Lock()
-        self._reconnect_lock = threading.Lock()
-        self._closing = threading.Event()
         self._position_lost: str | None = None
         self._connecting = False
-        self._vanished = False
         self._maybe_moving = False
         self.non_blocking = False
         """True once the firmware accepted ``blocking_moves false`` (v1); False on v0.5."""
@@ -146,8 +143,11 @@ class SangaboardStage(Stage):
             if remaining <= 0:
                 raise StageTimeoutError(f"stage {self.port} still moving after {timeout_s:.1f} s")
             seq = self._link.stop_seq
-            self._link.send("notify_on_stop")
-            self._link.wait_stop_notice(seq, min(remaining, self.poll_interval_s))
+            # Guarded too: the port may vanish between the query above and these.
+            self._guarded("'notify_on_stop'", lambda: self._link.send("notify_on_stop"))
+            wait_s = min(remaining, self.poll_interval_s)
+            self._guarded("a wait for the stop notice",
+                          functools.partial(self._link.wait_stop_notice, seq, wait_s))
         self._maybe_moving = False
         return self.position()
 
@@ -279,20 +279,11 @@ class SangaboardStage(Stage):
                         reply.version)
         return reply  # type: ignore[return-value]
 
-    def _reconnect(self) -> None:
-        with self._reconnect_lock:
-            if not (self._vanished or self._link.lost):
-                return  # another thread already reconnected
-            self._vanished = True
-            self._link.close()
-            self._maybe_moving = False
-            reopen_with_backoff(self._open_and_handshake, self.reconnect, self.port,
-                                cancel=self._closing)
-            self._mark_lost("the port vanished and was reopened; the board restarted")
+    def _on_vanished(self) -> None:
+        self._maybe_moving = False
 
     def _ready(self, *, check_lost: bool = True) -> None:
-        if self._vanished or self._link.lost:
-            self._reconnect()
+        self._ensure_connected()
         if not check_lost:
             return
         with self._lock:
@@ -303,18 +294,8 @@ class SangaboardStage(Stage):
 
     def _query(self, line: str, expect: tuple[type, ...], *, timeout_s: float | None = None
                ) -> list[sp.Reply]:
-        try:
-            return self._link.query(line, expect, timeout_s=timeout_s)
-        except (StageConnectionError, StageTimeoutError) as exc:
-            # A reply lost with the port (the reader may notice the loss only after the query
-            # gave up) is a vanished port, not a slow board; a plain timeout stays a timeout.
-            if isinstance(exc, StageTimeoutError) and not self._link.lost:
-                raise
-            self._vanished = True
-            self._reconnect()
-            raise PositionLostError(
-                f"stage {self.port}: the port vanished during {line!r}; reconnected, but the "
-                "board restarted, so its position is lost") from None
+        return self._guarded(repr(line),
+                             lambda: self._link.query(line, expect, timeout_s=timeout_s))
 
     # ------------------------------------------------------------------ internals
     def _steps(self) -> Steps:

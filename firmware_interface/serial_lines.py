@@ -142,6 +142,11 @@ class LineLink:
         return self._reader is not None and self._lost is None
 
     @property
+    def opened(self) -> bool:
+        """``open`` succeeded and ``close`` has not been called since (the port may have vanished)."""
+        return self._reader is not None
+
+    @property
     def lost(self) -> bool:
         """The port was open and vanished (cable pulled, board re-enumerated)."""
         return self._reader is not None and self._lost is not None

@@ -20,6 +20,7 @@ class Faults:
         self._delay_s = 0.0
         self._mute = False
         self._reset_pending = False
+        self._power_cycle_pending = False
         self._disconnect_pending = False
 
     # -- switches (called from tests) ----------------------------------------------------------
@@ -53,6 +54,11 @@ class Faults:
         with self._lock:
             self._reset_pending = True
 
+    def power_cycle(self) -> None:
+        """Make the board lose power and boot again at the next poll (what a replug does)."""
+        with self._lock:
+            self._power_cycle_pending = True
+
     def disconnect(self) -> None:
         """Ask the server to drop the connection (cable pulled)."""
         with self._lock:
@@ -63,6 +69,7 @@ class Faults:
             self._drop = self._garble = self._garble_status = 0
             self._delay_s = 0.0
             self._mute = self._reset_pending = self._disconnect_pending = False
+            self._power_cycle_pending = False
 
     # -- hooks (called by the emulator and servers) --------------------------------------------
     def filter_line(self, line: bytes, *, is_reply: bool, is_status: bool) -> bytes | None:
@@ -89,6 +96,11 @@ class Faults:
     def take_reset(self) -> bool:
         with self._lock:
             pending, self._reset_pending = self._reset_pending, False
+            return pending
+
+    def take_power_cycle(self) -> bool:
+        with self._lock:
+            pending, self._power_cycle_pending = self._power_cycle_pending, False
             return pending
 
     def take_disconnect(self) -> bool:

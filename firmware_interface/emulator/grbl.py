@@ -5,7 +5,9 @@ send. Motion is computed from the clock on demand, so the emulator needs polling
 replies that wait on time (a full planner, homing, a dwell, injected delays).
 
 Machine space is 0..max travel per axis (as with GRBL's homing-force-origin option, code ``Z`` in
-``[OPT:]``), homing goes to 0,0,0. All public methods are thread-safe.
+``[OPT:]``), homing goes to 0,0,0. A power cycle (``faults.power_cycle()``, what a replug does)
+restarts the machine position at 0,0,0 wherever the stage physically is, as GRBL's does; only
+homing brings the two frames together again. All public methods are thread-safe.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from collections import deque
 from collections.abc import Callable
 
 from firmware_interface import grbl_protocol as gp
+from firmware_interface.emulator import grbl_report
+from firmware_interface.emulator import settings as eeprom
 from firmware_interface.emulator.faults import Faults
 from firmware_interface.emulator.gcode import Block, GcodeError, clean, parse_block
-from firmware_interface.emulator.motion import MotionModel, MotionTimings, Move, Vec
-from firmware_interface.emulator.settings import default_settings, format_setting, write_setting
+from firmware_interface.emulator.motion import MotionModel, MotionTimings, Vec
 
 VERSION = "1.1h"
 BUILD_DATE = "20190830"
 OPTIONS = "VZ"
 BANNER = f"Grbl {VERSION} ['$' for help]".encode()
+UNLOCK_MSG = b"[MSG:'$H'|'$X' to unlock]"
 HELP = b"[HLP:$$ $# $G $I $N $x=val $Nx=line $J=line $SLP $C $X $H ~ ! ? ctrl-x]"
 _AXES = "XYZ"
 
@@ -46,7 +50,7 @@ class GrblEmulator:
         self._clock = clock
         self._lock = threading.RLock()
         self._motion = MotionModel(tuple(float(v) for v in start_mm), self.timings)  # type: ignore[arg-type]
-        self._settings = default_settings(self.timings, travel_mm, homing_enabled)
+        self._settings = eeprom.default_settings(self.timings, travel_mm, homing_enabled)
         self._startup_lines = ["", ""]
         self._rx = bytearray()
         self._out: deque[tuple[float, bytes]] = deque()
@@ -57,10 +61,13 @@ class GrblEmulator:
         self._sleeping = False
         self._check_mode = False
         self._last_kind = "run"
+        self._origin_mm: Vec = (0.0, 0.0, 0.0)
+        """Where machine zero is physically: moves away from 0 when a power cycle restarts MPos."""
+        self._refresh = grbl_report.ReportRefresh()
         self._reset_parser()
         self._emit(BANNER)
         if self._locked:
-            self._emit(b"[MSG:'$H'|'$X' to unlock]")
+            self._emit(UNLOCK_MSG)
 
     # ------------------------------------------------------------------ public, thread-safe
     def feed(self, data: bytes) -> None:
@@ -79,6 +86,8 @@ class GrblEmulator:
         """Advance time-dependent work and return the output that is due now."""
         with self._lock:
             now = self._clock()
+            if self.faults.take_power_cycle():
+                self._power_on(now)
             if self.faults.take_reset():
                 self._soft_reset(now)
             self._process_lines(now)
@@ -90,7 +99,8 @@ class GrblEmulator:
     def physical_position_um(self) -> tuple[float, float, float]:
         """Where the machine physically is now (interpolated mid-move), in micrometres."""
         with self._lock:
-            x, y, z = self._motion.position(self._clock())
+            here = self._motion.position(self._clock())
+            x, y, z = (h + o for h, o in zip(here, self._origin_mm))
             return x * 1000.0, y * 1000.0, z * 1000.0
 
     def state(self) -> str:
@@ -149,7 +159,17 @@ class GrblEmulator:
         self._reset_parser()
         self._emit(BANNER)
         if self._locked:
-            self._emit(b"[MSG:'$H'|'$X' to unlock]")
+            self._emit(UNLOCK_MSG)
+
+    def _power_on(self, now: float) -> None:
+        """Power lost and back (a replug): motion stops dead with no alarm, MPos restarts at 0."""
+        self._motion.halt(now)
+        here = self._motion.position(now)
+        self._origin_mm = tuple(o + h for o, h in zip(self._origin_mm, here))  # type: ignore[assignment]
+        self._motion = MotionModel((0.0, 0.0, 0.0), self.timings)
+        self._out.clear()  # whatever was unsent died with the old connection
+        self._locked = bool(self._settings[22])
+        self._soft_reset(now)
 
     def _reset_parser(self) -> None:
         self._motion_mode = 0
@@ -157,8 +177,7 @@ class GrblEmulator:
         self._inches = False
         self._feed_mm_min: float | None = None
         self._g92: list[float] = [0.0, 0.0, 0.0]
-        self._wco_countdown = 0  # WCO in the first report after reset, overrides in the second
-        self._ov_countdown = 1
+        self._refresh.reset()
 
     # ------------------------------------------------------------------ line processing
     def _process_lines(self, now: float) -> None:
@@ -222,14 +241,14 @@ class GrblEmulator:
             return self._dwell(block.dwell_s or 0.0, now)
         if non_modal == 92.1:
             self._g92 = [0.0, 0.0, 0.0]
-            self._wco_countdown = 0
+            self._refresh.offset_changed()
             return 0
         if non_modal == 92:
             here = self._motion.final_target()
             for axis, value in block.axes.items():
                 i = _AXES.index(axis)
                 self._g92[i] = here[i] - value * scale
-            self._wco_countdown = 0
+            self._refresh.offset_changed()
             return 0
         if not block.axes:
             return 0
@@ -272,21 +291,11 @@ class GrblEmulator:
         return all(0.0 <= v <= self._settings[130 + i] + 1e-9 for i, v in enumerate(target))
 
     def _queue_move(self, target: Vec, feed_mm_min: float | None, kind: str, now: float) -> None:
-        start = self._motion.final_target()
-        delta = [abs(b - a) for a, b in zip(start, target)]
-        length = sum(d * d for d in delta) ** 0.5
-        if length == 0:
-            return
-        speed = (feed_mm_min or float("inf")) / 60.0
-        accel = float("inf")
-        for i, d in enumerate(delta):
-            if d > 0:
-                speed = min(speed, self._settings[110 + i] / 60.0 * length / d)
-                accel = min(accel, self._settings[120 + i] * length / d)
-        settle = max(self.timings.xy_settle_s if delta[0] or delta[1] else 0.0,
-                     self.timings.z_settle_s if delta[2] else 0.0)
-        self._last_kind = kind
-        self._motion.enqueue(Move(start, target, speed, accel, settle, kind), now)
+        move = eeprom.plan_move(self._motion.final_target(), target, feed_mm_min, self._settings,
+                         self.timings, kind)
+        if move is not None:
+            self._last_kind = kind
+            self._motion.enqueue(move, now)
 
     def _dwell(self, dwell_s: float, now: float) -> None:
         """G4: wait for the planner to drain, then for ``dwell_s``; only then answer."""
@@ -319,7 +328,7 @@ class GrblEmulator:
             return 8  # everything below needs Idle or Alarm
         if line == "$$":
             for number, value in sorted(self._settings.items()):
-                self._emit(f"${number}={format_setting(number, value)}".encode())
+                self._emit(f"${number}={eeprom.format_setting(number, value)}".encode())
             return 0
         if line == "$I":
             self._emit(f"[VER:{VERSION}.{BUILD_DATE}:]".encode())
@@ -344,19 +353,13 @@ class GrblEmulator:
         return 0
 
     def _parser_state(self) -> int:
-        words = [f"G{self._motion_mode}", "G54", "G17", "G20" if self._inches else "G21",
-                 "G91" if self._incremental else "G90", "G94", "M5", "M9", "T0",
-                 f"F{(self._feed_mm_min or 0) / (25.4 if self._inches else 1):.0f}", "S0"]
-        self._emit(("[GC:" + " ".join(words) + "]").encode())
+        self._emit(grbl_report.parser_state_line(self._motion_mode, self._inches, self._incremental,
+                                     self._feed_mm_min).encode())
         return 0
 
     def _parameters(self) -> int:
-        zero = "0.000,0.000,0.000"
-        for name in ("G54", "G55", "G56", "G57", "G58", "G59", "G28", "G30"):
-            self._emit(f"[{name}:{zero}]".encode())
-        self._emit(("[G92:" + ",".join(f"{v:.3f}" for v in self._g92) + "]").encode())
-        self._emit(b"[TLO:0.000]")
-        self._emit(f"[PRB:{zero}:0]".encode())
+        for line in grbl_report.parameter_lines(self._g92):
+            self._emit(line.encode())
         return 0
 
     def _toggle_check(self) -> int | None:
@@ -382,10 +385,19 @@ class GrblEmulator:
             return 5
         self._locked = False
         x, y, _ = self._motion.final_target()
+        zero = tuple(-o for o in self._origin_mm)  # the switches sit at the physical origin
         # Z first, like GRBL's default cycle, so the objective clears the slide before XY moves.
-        self._queue_move((x, y, 0.0), None, "home", now)
-        self._queue_move((0.0, 0.0, 0.0), None, "home", now)
-        self._pending_ok = lambda t: not self._motion.busy(t)
+        self._queue_move((x, y, zero[2]), None, "home", now)
+        self._queue_move(zero, None, "home", now)  # type: ignore[arg-type]
+
+        def homed(t: float) -> bool:
+            if self._motion.busy(t):
+                return False
+            self._origin_mm = (0.0, 0.0, 0.0)  # the cycle sets MPos to 0 at the switches
+            self._motion = MotionModel((0.0, 0.0, 0.0), self.timings)
+            return True
+
+        self._pending_ok = homed
         return None
 
     def _jog(self, words: str, now: float) -> int:
@@ -415,7 +427,7 @@ class GrblEmulator:
         if sep and name in ("N0", "N1"):
             self._startup_lines[int(name[1:])] = value_text
             return 0
-        return write_setting(self._settings, line)
+        return eeprom.write_setting(self._settings, line)
 
     # ------------------------------------------------------------------ status
     def _state_word(self, now: float) -> str:
@@ -433,29 +445,9 @@ class GrblEmulator:
         return "Check" if self._check_mode else "Idle"
 
     def _status_line(self, now: float) -> str:
-        state = self._state_word(now)
-        busy = state not in ("Idle", "Alarm", "Check", "Sleep")
-        mpos = self._motion.position(now)
-        show_wco = self._wco_countdown == 0
-        if show_wco:
-            self._wco_countdown = (10 if busy else 30) - 1
-            self._ov_countdown = max(self._ov_countdown, 1)
-        else:
-            self._wco_countdown -= 1
-        show_ov = self._ov_countdown == 0
-        self._ov_countdown = ((20 if busy else 10) - 1) if show_ov else self._ov_countdown - 1
-        mask = int(self._settings[10])
-        name, _, sub = state.partition(":")
-        report = gp.StatusReport(
-            state=name,
-            substate=int(sub) if sub else None,
-            mpos=mpos if mask & 1 else None,
-            wpos=None if mask & 1 else tuple(m - o for m, o in zip(mpos, self._g92)),
-            wco=tuple(self._g92) if show_wco else None,
-            planner_free=gp.PLANNER_BLOCKS - self._motion.queued(now) if mask & 2 else None,
-            rx_free=gp.RX_BUFFER_BYTES - len(self._rx) if mask & 2 else None,
-            feed=self._motion.speed_mm_s(now) * 60.0,
-            spindle=0.0,
-            overrides=(100, 100, 100) if show_ov else None,
-        )
-        return gp.format_status(report)
+        wco: Vec = (self._g92[0], self._g92[1], self._g92[2])
+        return grbl_report.status_line(self._state_word(now), self._motion.position(now), wco,
+                           mask=int(self._settings[10]), refresh=self._refresh,
+                           planner_free=gp.PLANNER_BLOCKS - self._motion.queued(now),
+                           rx_free=gp.RX_BUFFER_BYTES - len(self._rx),
+                           feed_mm_min=self._motion.speed_mm_s(now) * 60.0)

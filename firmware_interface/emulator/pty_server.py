@@ -5,8 +5,8 @@ re-enumerated USB adapter may come back as ttyACM1 instead of ttyACM0. Real benc
 udev symlink (docs/hardware.md); the server does the same when given ``link_path``: it points a
 symlink there at the current pty. With ``reappear_after_s`` an injected disconnect closes the pty
 (the host's handle dies, as on a USB unplug), removes the symlink, and after that delay creates a
-fresh pty, re-points the symlink and power-cycles the board (``faults.reset()``), as a replugged
-board would boot again.
+fresh pty, re-points the symlink and power-cycles the board (``faults.power_cycle()``), as a
+replugged board would boot again.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class PtyEmulatorServer:
                 self._remove_link()
                 if self.reappear_after_s is None or self._stop.wait(self.reappear_after_s):
                     return
-                self.emulator.faults.reset()  # the replugged board boots again
+                self.emulator.faults.power_cycle()  # the replugged board boots again
                 self._open_pty()
                 master = self._master
                 assert master is not None

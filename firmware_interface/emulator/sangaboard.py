@@ -66,7 +66,8 @@ class SangaboardEmulator:
     def poll(self) -> bytes:
         with self._lock:
             now = self._clock()
-            if self.faults.take_reset():
+            # The Sangaboard has no soft reset: either way it reboots and its counters restart.
+            if self.faults.take_reset() | self.faults.take_power_cycle():
                 self._boot()
             self._process(now)
             out = bytearray()

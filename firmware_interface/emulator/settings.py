@@ -1,8 +1,9 @@
-"""The emulated controller's ``$`` settings: defaults from the motion model, listing, validated writes."""
+"""The emulated controller's ``$`` settings: defaults from the motion model, listing, validated
+writes, and the move they allow between two points."""
 
 from __future__ import annotations
 
-from firmware_interface.emulator.motion import MotionTimings, Vec
+from firmware_interface.emulator.motion import MotionTimings, Move, Vec
 
 INTEGER_SETTINGS = frozenset({0, 1, 2, 3, 4, 5, 6, 10, 13, 20, 21, 22, 23, 26, 30, 31, 32})
 # Zero steps/mm, rate or acceleration would divide by zero in the physics model.
@@ -46,3 +47,23 @@ def write_setting(settings: dict[int, float], line: str) -> int:
         return 4
     settings[number] = int(value) if number in INTEGER_SETTINGS else value
     return 0
+
+
+def plan_move(start: Vec, target: Vec, feed_mm_min: float | None, settings: dict[int, float],
+              timings: MotionTimings, kind: str) -> Move | None:
+    """A straight move limited per axis by ``$110..$112`` (rate) and ``$120..$122`` (acceleration),
+    as GRBL scales the vector so no axis exceeds its own; None when it goes nowhere. No feed: a
+    rapid, at the axes' maximum rates."""
+    delta = [abs(b - a) for a, b in zip(start, target)]
+    length = sum(d * d for d in delta) ** 0.5
+    if length == 0:
+        return None
+    speed = (feed_mm_min or float("inf")) / 60.0
+    accel = float("inf")
+    for i, d in enumerate(delta):
+        if d > 0:
+            speed = min(speed, settings[110 + i] / 60.0 * length / d)
+            accel = min(accel, settings[120 + i] * length / d)
+    settle = max(timings.xy_settle_s if delta[0] or delta[1] else 0.0,
+                 timings.z_settle_s if delta[2] else 0.0)
+    return Move(start, target, speed, accel, settle, kind)

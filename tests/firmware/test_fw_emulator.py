@@ -158,15 +158,46 @@ def test_status_mask_variants() -> None:
 
 
 def test_wco_sent_first_then_intermittently_and_after_change() -> None:
+    # GRBL 1.1 docs: WCO in the first report after a reset, in the next report after an offset
+    # changed, else every 10 reports while idle and every 30 while busy (config.h defaults).
     board = Board(realtime=False)
     reports = [board.status() for _ in range(31)]
-    assert reports[0].wco is not None and reports[1].wco is None
+    assert [i for i, r in enumerate(reports) if r.wco is not None] == [0, 10, 20, 30]
     assert reports[1].overrides is not None  # overrides in the second report after reset
-    assert reports[30].wco is not None
+    assert not any(r.wco is not None and r.overrides is not None for r in reports)
     board.send("G0 X5\n")
     board.send("G92 X0\n")
     report = board.status()
     assert report.wco == (5.0, 0.0, 0.0)
+    assert board.status().wco is None  # then back to the refresh count
+
+
+def test_wco_refresh_is_slower_while_busy() -> None:
+    board = Board()
+    board.send("G1 X50 F300\n")
+    board.at(0.5)  # the clock stands still mid-move, so every report below is a busy one
+    reports = [board.status() for _ in range(61)]
+    assert {r.state for r in reports} == {"Run"}
+    assert [i for i, r in enumerate(reports) if r.wco is not None] == [0, 30, 60]
+    assert not any(r.wco is not None and r.overrides is not None for r in reports)
+    assert any(r.overrides is not None for r in reports[1:21])
+
+
+def test_status_mask_work_position_and_buffer_state() -> None:
+    # $10: bit 0 picks MPos (1) or WPos (0); bit 1 adds Bf:<free planner blocks>,<free RX bytes>.
+    board = Board(realtime=False)
+    board.send("G0 X5 Y2\n")
+    board.send("G92 X1 Y0\n")  # work X1 Y0 here: WCO = (4, 2, 0)
+    board.send("$10=0\n")
+    (line,) = board.send("?")
+    assert line.startswith("<Idle|WPos:1.000,0.000,0.000|") and "WCO:4.000,2.000,0.000" in line
+    assert "MPos:" not in line and "Bf:" not in line
+    board.send("$10=2\n")
+    (line,) = board.send("?")
+    assert line.startswith("<Idle|WPos:1.000,0.000,0.000|Bf:15,128|")
+    board.send("$10=1\n")
+    (line,) = board.send("?")
+    assert line.startswith("<Idle|MPos:5.000,2.000,0.000|") and "Bf:" not in line
 
 
 def test_trapezoidal_move_timing_and_interpolation() -> None:
@@ -267,6 +298,31 @@ def test_fault_hooks() -> None:
     board.emu.faults.clear()
     board.emu.faults.reset()
     assert board.read() == [BANNER]
+
+
+def test_power_cycle_boots_without_alarm_and_restarts_machine_position() -> None:
+    board = Board()
+    board.send("G1 X10 F300\n")
+    board.at(0.5)
+    board.emu.faults.power_cycle()
+    assert board.read() == [BANNER]  # power loss is no reset in motion: no ALARM:3 at boot
+    report = board.status()
+    assert (report.state, report.mpos, report.wco) == ("Idle", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    assert 2_000.0 < board.emu.physical_position_um()[0] < 3_000.0  # the stage stayed put
+
+
+def test_power_cycle_with_homing_boots_locked_and_homing_realigns() -> None:
+    board = Board(realtime=False, homing_enabled=True)
+    board.send("$X\n")
+    board.send("G0 X5 Y3 Z1\n")
+    board.emu.faults.power_cycle()
+    assert board.read() == [BANNER, UNLOCK_MSG]
+    assert board.status().state == "Alarm"
+    assert board.send("$H\n") == ["ok"]
+    assert board.status().mpos == (0.0, 0.0, 0.0)
+    assert board.emu.physical_position_um() == (0.0, 0.0, 0.0)
+    board.send("G0 X1\n")
+    assert board.emu.physical_position_um() == (1_000.0, 0.0, 0.0)
 
 
 def test_spontaneous_reset_while_moving() -> None:

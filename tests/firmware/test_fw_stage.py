@@ -210,6 +210,39 @@ def test_firmware_soft_limit_alarm(server_homing) -> None:
         stage.close()
 
 
+def test_board_booting_locked_needs_homing(server_homing) -> None:
+    # Homing enabled: GRBL boots in alarm and pushes [MSG:'$H'|'$X' to unlock] after its banner.
+    stage = GrblStage(server_homing.path or "", reply_timeout_s=1.0)
+    try:
+        stage.connect()
+        assert stage.needs_homing
+        with pytest.raises(FirmwareError) as locked:
+            stage.move_to(x_um=1_000.0)
+        assert locked.value.code == 9 and "locked" in str(locked.value)
+        stage.home()
+        assert not stage.needs_homing
+        stage.move_to(x_um=1_000.0)
+    finally:
+        stage.close()
+
+
+def test_stage_without_homing_does_not_need_it(stage: GrblStage) -> None:
+    assert not stage.needs_homing
+
+
+def test_reset_while_moving_locks_and_loses_position(rt_stage: GrblStage,
+                                                     rt_emulator: GrblEmulator) -> None:
+    rt_stage.move_to(x_um=20_000.0, wait=False)
+    rt_emulator.faults.reset()  # watchdog/brown-out mid-move: ALARM:3, banner, unlock message
+    deadline = time.monotonic() + 10.0
+    while not (rt_stage.needs_homing and rt_stage.position_lost) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rt_stage.needs_homing  # from the pushed message alone: no status was asked
+    assert "ALARM:3" in (rt_stage.position_lost or "") or "reset" in (rt_stage.position_lost or "")
+    with pytest.raises(PositionLostError):
+        rt_stage.move_to(x_um=0.0)
+
+
 @pytest.fixture
 def server_homing():
     server = PtyEmulatorServer(GrblEmulator(MotionTimings(realtime=False), homing_enabled=True))
