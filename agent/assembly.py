@@ -45,10 +45,12 @@ def build_analyzer(settings: Settings) -> FieldAnalyzer:
     if settings.inference.classifier == "tflite":
         from agent.inference.tflite_classifier import TfliteClassifier
 
-        classifier = TfliteClassifier(num_threads=settings.inference.threads)
+        classifier = TfliteClassifier(num_threads=settings.inference.threads,
+                                      normalise_scale=settings.inference.scale_search)
     else:
         classifier = NoClassifier()
-    return FieldAnalyzer(detector, classifier, um_per_px=settings.camera.um_per_px, measure=measure_name(settings))
+    return FieldAnalyzer(detector, classifier, um_per_px=settings.camera.um_per_px, measure=measure_name(settings),
+                         review_threshold=settings.inference.review_threshold)
 
 
 @contextlib.contextmanager

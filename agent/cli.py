@@ -46,9 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     emu.add_argument("--dialect", choices=("grbl", "sangaboard"), default="grbl")
     emu.add_argument("--zero-delay", action="store_true", help="moves complete instantly")
 
-    from agent import calibrate_cli, commands, preview, publish_cli, stage_cli
+    from agent import calibrate_cli, commands, inference_cli, preview, publish_cli, stage_cli
 
     publish_cli.add_parser(sub)
+    inference_cli.add_parser(sub)
 
     stage_cli.add_parser(sub)
     calibrate_cli.add_parser(sub).set_defaults(handler=calibrate_cli.run)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent import focus
-from agent.inference.base import Classifier, Detector
+from agent.inference.base import UNCLASSIFIED_WBC, Classifier, Detector
 from agent.results.record import CellRecord
 
 
@@ -35,9 +35,12 @@ _CLASSIFY_MARGIN = 0.5
 
 
 class FieldAnalyzer:
-    def __init__(self, detector: Detector, classifier: Classifier, *, um_per_px: float, measure: str) -> None:
+    def __init__(self, detector: Detector, classifier: Classifier, *, um_per_px: float, measure: str,
+                 review_threshold: float = 0.0) -> None:
         self.detector = detector
         self.classifier = classifier
+        self.review_threshold = review_threshold
+        """Cells classified with a confidence below this are flagged for review (inference.review_threshold)."""
         self.um_per_px = um_per_px
         self.measure = measure
 
@@ -55,6 +58,8 @@ class FieldAnalyzer:
             sharpest = self._sharpest_plane(planes, det.box)
             crop = _crop(planes[sharpest].image, det.box, _CLASSIFY_MARGIN)
             result = self.classifier.classify(crop, self.um_per_px)
+            # An unclassified WBC (no classifier configured) has no confidence to doubt: not a review case.
+            review = result.prediction != UNCLASSIFIED_WBC and result.confidence < self.review_threshold
             cells.append(
                 CellRecord(
                     location=tuple(int(v) for v in det.box),
@@ -63,6 +68,7 @@ class FieldAnalyzer:
                     confidence=round(float(result.confidence), 4),
                     detection_score=round(float(det.score), 4),
                     focus=planes[sharpest].stack_index,
+                    review=bool(review),
                 )
             )
         t3 = time.perf_counter()

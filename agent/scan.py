@@ -60,6 +60,8 @@ class ScanSummary:
     counts: Counter = field(default_factory=Counter)
     flagged_fields: list[int] = field(default_factory=list)
     failed_fields: list[int] = field(default_factory=list)
+    to_review: int = 0
+    """Classified cells whose confidence was under inference.review_threshold."""
     elapsed_s: float = 0.0
     stopped_early: bool = False
     stop_reason: str = ""
@@ -68,6 +70,7 @@ class ScanSummary:
         self.fields += 1
         self.wbc += len(record.cells)
         self.counts.update(CODE_NAMES[c.prediction] for c in record.cells)
+        self.to_review += sum(c.review for c in record.cells)
         if record.failed:
             self.failed_fields.append(record.image_number)
         elif record.flags:

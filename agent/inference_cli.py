@@ -1,0 +1,136 @@
+"""``wbcscope classify`` and ``wbcscope detect``: the inference steps on image files, for scripts.
+
+Output is stable (scripts parse it): with ``--json`` a JSON list with one entry per file, in the order
+given; a file that cannot be read or decoded gets ``{"path", "error"}`` instead of stopping the run.
+The exit status is non-zero only when no file could be processed.
+
+    wbcscope classify CROP.jpg... [--um-per-px X] [--json]   # names the cell in the middle of each crop
+    wbcscope detect FIELD.jpg... [--um-per-px X] [--json]    # WBC boxes [x, y, w, h] in each field
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agent.config import Settings, load_settings
+from agent.errors import ConfigError, WbcscopeError
+
+EXIT_OK = 0
+EXIT_NOTHING_PROCESSED = 1
+
+
+class ImageReadError(WbcscopeError, OSError):
+    """A file is missing, unreadable or not a decodable image."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers ``classify`` and ``detect`` (each with its handler) on the top-level sub-parsers."""
+    classify = sub.add_parser("classify", help="name the WBC in the middle of each crop (int8 TFLite model)")
+    detect = sub.add_parser("detect", help="find WBCs in each field image (the configured detector)")
+    for parser in (classify, detect):
+        parser.add_argument("images", nargs="+", type=Path, metavar="IMG")
+        parser.add_argument("--um-per-px", type=float,
+                            help="image scale, a hint for the classifier (default: camera.um_per_px)")
+        parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+        parser.add_argument("--config", type=Path, help="TOML settings file")
+    classify.set_defaults(handler=run_classify)
+    detect.set_defaults(handler=run_detect)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """BGR uint8; decoding from bytes also handles paths OpenCV's imread cannot (non-ASCII on Windows)."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ImageReadError(f"cannot read: {exc.strerror or exc}") from None
+    if data.size == 0:
+        raise ImageReadError("empty file")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageReadError("not a decodable image")
+    return image
+
+
+def _scale(args: argparse.Namespace, settings: Settings) -> float:
+    um_per_px = args.um_per_px if args.um_per_px is not None else settings.camera.um_per_px
+    if not um_per_px > 0:
+        raise ConfigError(f"--um-per-px must be positive, got {um_per_px}")
+    return um_per_px
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from agent.inference.tflite_classifier import TfliteClassifier
+
+    settings = load_settings(args.config)
+    um_per_px = _scale(args, settings)
+    # Always the int8 model: classifying with inference.classifier = "none" would only say "wbc".
+    classifier = TfliteClassifier(num_threads=settings.inference.threads,
+                                      normalise_scale=settings.inference.scale_search)
+    entries: list[dict[str, Any]] = []
+    for path in args.images:
+        try:
+            result = classifier.classify(read_image(path), um_per_px)
+        except ImageReadError as exc:
+            entries.append({"path": str(path), "error": str(exc)})
+            continue
+        entries.append({"path": str(path), "label": result.label, "prediction": result.prediction,
+                        "confidence": round(float(result.confidence), 4)})
+    return _report(entries, args.json, ("label", "prediction", "confidence"))
+
+
+def _detector(settings: Settings):
+    if settings.inference.detector == "classical":
+        from agent.inference.classical import ClassicalDetector
+
+        return ClassicalDetector()
+    raise ConfigError(f"inference.detector: unknown detector {settings.inference.detector!r}")
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    um_per_px = _scale(args, settings)
+    detector = _detector(settings)
+    entries: list[dict[str, Any]] = []
+    for path in args.images:
+        try:
+            detections = detector.detect(read_image(path), um_per_px)
+        except ImageReadError as exc:
+            entries.append({"path": str(path), "error": str(exc)})
+            continue
+        cells = [{"location": [int(v) for v in d.box], "score": round(float(d.score), 4)} for d in detections]
+        entries.append({"path": str(path), "cells": cells})
+    return _report(entries, args.json, ("cells",))
+
+
+def _report(entries: list[dict[str, Any]], as_json: bool, columns: tuple[str, ...]) -> int:
+    if as_json:
+        print(json.dumps(entries, indent=2))
+    else:
+        _print_table(entries, columns)
+    for entry in entries:
+        if "error" in entry:
+            print(f"wbcscope: {entry['path']}: {entry['error']}", file=sys.stderr)
+    return EXIT_OK if any("error" not in e for e in entries) else EXIT_NOTHING_PROCESSED
+
+
+def _print_table(entries: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    rows = [["path", *columns]]
+    for entry in entries:
+        if "error" in entry:
+            rows.append([entry["path"], f"error: {entry['error']}", *[""] * (len(columns) - 1)])
+        elif columns == ("cells",):
+            boxes = " ".join(f"[{x},{y},{w},{h}]:{c['score']:.2f}"
+                             for c in entry["cells"] for x, y, w, h in [c["location"]])
+            rows.append([entry["path"], f"{len(entry['cells'])} {boxes}".rstrip()])
+        else:
+            rows.append([entry["path"], *[str(entry[c]) for c in columns]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip())

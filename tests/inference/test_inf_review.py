@@ -1,0 +1,62 @@
+"""inference.review_threshold: a cell classified with low confidence is flagged, and old fields.jsonl lines
+without the flag still load."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.config import InferenceSettings
+from agent.field_analysis import FieldAnalyzer, Plane
+from agent.inference.base import Classification, Classifier, Detection, Detector, NoClassifier
+from agent.results.record import CellRecord, FieldRecord, PlaneRecord
+
+
+class _TwoCells(Detector):
+    def detect(self, image, um_per_px):
+        return [Detection((10, 10, 20, 20), 0.9), Detection((50, 50, 20, 20), 0.8)]
+
+
+class _ConfidenceByPosition(Classifier):
+    """Sure of the first cell, unsure of the second."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def classify(self, crop, um_per_px):
+        self.calls += 1
+        return Classification("neutrophil", 0.95 if self.calls == 1 else 0.4)
+
+
+def _planes():
+    rng = np.random.default_rng(0)
+    return [Plane(i, rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)) for i in range(2)]
+
+
+def test_default_threshold_is_documented_range():
+    assert 0.0 <= InferenceSettings().review_threshold <= 1.0
+
+
+def test_low_confidence_cell_is_flagged():
+    analyzer = FieldAnalyzer(_TwoCells(), _ConfidenceByPosition(), um_per_px=0.11, measure="laplacian_variance",
+                             review_threshold=0.6)
+    cells = analyzer.analyze(_planes()).cells
+    assert [c.review for c in cells] == [False, True]
+
+
+def test_zero_threshold_and_unclassified_cells_are_never_flagged():
+    never = FieldAnalyzer(_TwoCells(), _ConfidenceByPosition(), um_per_px=0.11, measure="laplacian_variance",
+                          review_threshold=0.0)
+    assert not any(c.review for c in never.analyze(_planes()).cells)
+    unclassified = FieldAnalyzer(_TwoCells(), NoClassifier(), um_per_px=0.11, measure="laplacian_variance",
+                                 review_threshold=0.9)
+    assert not any(c.review for c in unclassified.analyze(_planes()).cells)
+
+
+def test_old_jsonl_lines_without_review_still_load():
+    record = FieldRecord(1, 0, 0, [PlaneRecord(0, 1.0, 1, "a.jpg", True)], 0,
+                         [CellRecord((1, 2, 3, 4), 2, "neutrophil", 0.4, 0.9, 0, review=True)], "laplacian_variance")
+    line = record.jsonl_record()
+    assert line["cells"][0]["review"] is True
+    assert FieldRecord.from_jsonl(line).cells[0].review is True
+    del line["cells"][0]["review"]
+    assert FieldRecord.from_jsonl(line).cells[0].review is False
