@@ -56,6 +56,7 @@ def test_flat_curve_marks_the_field_with_a_reason():
     assert not result.success
     assert "flat" in result.reason
     assert result.frames == camera.frames == len(result.curve)
+    assert result.frames <= 5  # flagged after one widening, no second search
     assert result.as_dict()["success"] is False
     # A failed field never enters the map: the next field is searched cold again.
     assert focuser.predict(1200.0, 1000.0) is None
