@@ -5,6 +5,10 @@ each field to the outbox and enqueues an event), and the main thread, which owns
 reads the event queue, publishes (status, telemetry, outbox rows, command replies), pings the systemd
 watchdog and decides what to do on SIGTERM. Only the main thread calls the MQTT link, so the outbox's
 Forwarder sees every PUBACK after the publish call that produced it.
+
+The watchdog pings prove both threads alive: the main thread sends them, and only while the scan thread
+(if one runs) has beaten its heartbeat within ``daemon.scan_stall_s``. A scan stuck in a hardware call
+thus stops the pings and systemd restarts the service (``WatchdogSec=``, ``Restart=on-failure``).
 """
 
 from __future__ import annotations
@@ -14,22 +18,20 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.config import Settings, load_settings
 from agent.errors import ConfigError, WbcscopeError
-from agent.inference.base import CODE_NAMES
 from agent.publish.control import Command, CommandError, parse_command, reply, reply_topic_ok, request_id_of
+from agent.publish.health import ScanState, SerialErrorTally, cpu_temp_c
 from agent.publish.messages import SUMMARY_INDEX, ResultQueue, read_manifest
 from agent.publish.mqtt import Event, MqttLink, topic
 from agent.publish.outbox import (OUTBOX_FILE, DiskFloorError, Forwarder, Outbox, check_disk_floor,
                                   default_state_dir, free_mb)
 from agent.publish.sdnotify import Notifier
 from agent.results.record import FieldRecord
-from agent.scan import ScanProgress
 from firmware_interface.errors import StageError
 
 log = logging.getLogger(__name__)
@@ -38,59 +40,6 @@ MAX_CORRELATION_BYTES = 256
 SHUTDOWN_SCAN_WAIT_S = 60.0
 """How long SIGTERM waits for the current field (systemd's TimeoutStopSec= must be longer)."""
 FLUSH_TIMEOUT_S = 5.0
-_TEMP_PATH = Path("/sys/class/thermal/thermal_zone0/temp")
-
-
-def cpu_temp_c() -> float | None:
-    try:
-        return round(int(_TEMP_PATH.read_text().strip()) / 1000.0, 1)
-    except (OSError, ValueError):
-        return None  # not a Pi, or no thermal zone exposed (containers)
-
-
-class _ScanState:
-    """What telemetry reports about the current scan; written by the scan thread, read by the main one."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._clear("", 0.0)
-
-    def _clear(self, test_id: str, started: float) -> None:
-        self.test_id, self.started, self.ended = test_id, started, 0.0
-        self.fields_done = self.fields_planned = self.new_fields = self.wbc = 0
-        self.af_ok = self.af_total = 0
-        self.counts: Counter = Counter()
-
-    def reset(self, test_id: str) -> None:
-        with self.lock:
-            self._clear(test_id, time.monotonic())
-
-    def add(self, record: FieldRecord) -> None:
-        with self.lock:
-            self.new_fields += 1
-            self.wbc += len(record.cells)
-            self.counts.update(CODE_NAMES[c.prediction] for c in record.cells)
-            if record.autofocus:
-                self.af_total += 1
-                self.af_ok += bool(record.autofocus.get("success"))
-
-    def finish(self) -> None:
-        with self.lock:
-            self.ended = time.monotonic()  # fields/min stays that of the scan, not of the idle time after
-
-    def progress(self, p: ScanProgress) -> None:
-        with self.lock:
-            self.fields_done, self.fields_planned = p.fields_done, p.fields_planned
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            minutes = ((self.ended or time.monotonic()) - self.started) / 60.0 if self.started else 0.0
-            return {
-                "test_id": self.test_id or None, "fields_done": self.fields_done,
-                "fields_planned": self.fields_planned, "wbc": self.wbc, "counts": dict(self.counts),
-                "fields_per_min": round(self.new_fields / minutes, 2) if minutes > 0 else 0.0,
-                "autofocus_success_rate": round(self.af_ok / self.af_total, 3) if self.af_total else None,
-            }
 
 
 class Daemon:
@@ -113,10 +62,12 @@ class Daemon:
         self.out_dir = Path(d.out_dir) if d.out_dir else self.state_dir / "scans"
         self.state = "starting"
         self.last_error = ""
-        self.serial_errors = 0
+        self.serial = SerialErrorTally()
+        """Serial-link errors counted by the stage drivers (``stage.serial_errors``), None if they keep none."""
+        self._broker_problem = ""
         self.hardware: dict[str, Any] = {}
         self.models: dict[str, str] = {}
-        self.scan = _ScanState()
+        self.scan = ScanState()
         self.scan_stop = threading.Event()
         self._scan_thread: threading.Thread | None = None
         self._started = time.monotonic()
@@ -125,6 +76,7 @@ class Daemon:
         self.forwarder: Forwarder | None = None
         self._offline_mid: int | None = None
         self._offline_acked = False
+        self._next_watchdog = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -137,6 +89,10 @@ class Daemon:
 
     def _start(self) -> None:
         self.notifier.status("starting: outbox, camera, stage, models")
+        stall_s = self.settings.daemon.scan_stall_s
+        if 0 < stall_s <= self.settings.stage.move_timeout_s:
+            log.warning("daemon.scan_stall_s = %g is not above stage.move_timeout_s = %g: a slow but healthy "
+                        "field may be taken for a stuck scan", stall_s, self.settings.stage.move_timeout_s)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(self.state_dir / OUTBOX_FILE)
         self._probe_hardware()
@@ -169,6 +125,7 @@ class Daemon:
                 "firmware": f"{scope.firmware.dialect} {scope.firmware.version}",
                 "simulated": self.settings.stage.port == "emulator",
             }
+            self.serial.add_final(scope.stage)
 
     def _reconcile(self) -> int:
         """Queue results written to disk but never committed to the outbox (killed between the two)."""
@@ -189,11 +146,10 @@ class Daemon:
 
     def _loop(self) -> None:
         interval = self.settings.daemon.telemetry_interval_s
-        watchdog = self.notifier.watchdog_interval_s
-        next_telemetry = next_watchdog = time.monotonic()
+        next_telemetry = self._next_watchdog = time.monotonic()
         while not self.stop.is_set():
             now = time.monotonic()
-            due = min(next_telemetry, next_watchdog if watchdog else next_telemetry)
+            due = min(next_telemetry, self._next_watchdog if self.notifier.watchdog_interval_s else next_telemetry)
             try:
                 event = self.events.get(timeout=min(0.5, max(0.0, due - now)))
             except queue.Empty:
@@ -201,9 +157,7 @@ class Daemon:
             if event is not None:
                 self._handle(event)
             now = time.monotonic()
-            if watchdog and now >= next_watchdog:
-                self.notifier.watchdog()
-                next_watchdog = now + watchdog
+            self._tick_watchdog(now)
             if now >= next_telemetry:
                 self._check_disk()
                 self._publish(topic(self.device, "telemetry"), self.telemetry(), retain=True)
@@ -235,6 +189,7 @@ class Daemon:
         """Keep handling events (PUBACKs, scan completion) until ``done()`` or the timeout."""
         deadline = time.monotonic() + timeout_s
         while not done() and time.monotonic() < deadline:
+            self._tick_watchdog(time.monotonic())
             try:
                 event = self.events.get(timeout=0.1)
             except queue.Empty:
@@ -242,32 +197,80 @@ class Daemon:
             if event.kind != "message":  # no new commands while stopping
                 self._handle(event)
 
+    # -- watchdog ----------------------------------------------------------------------------------------
+    def _tick_watchdog(self, now: float) -> None:
+        """Ping systemd's watchdog when due, unless the scan thread has stalled."""
+        alive = self._scan_alive()
+        interval = self.notifier.watchdog_interval_s
+        if interval and alive and now >= self._next_watchdog:
+            self.notifier.watchdog()
+            self._next_watchdog = now + interval
+
+    def _scan_alive(self) -> bool:
+        """False while the running scan has shown no sign of life for longer than daemon.scan_stall_s."""
+        bound = self.settings.daemon.scan_stall_s
+        silent = self.scan.silent_s() if self._scan_thread is not None else 0.0
+        stalled = bound > 0 and silent > bound
+        if stalled and self.state == "scanning":
+            restart = ("watchdog pings stopped, systemd restarts the service" if self.notifier.watchdog_interval_s
+                       else "no systemd watchdog is set to restart the service")
+            self.last_error = (f"scan {self.scan.snapshot()['test_id']} stalled: no progress for {silent:.0f} s "
+                               f"(daemon.scan_stall_s = {bound:g}); {restart}")
+            log.error("%s", self.last_error)
+            self._set_state("scan_stalled")
+        elif not stalled and self.state == "scan_stalled":
+            log.warning("scan %s is making progress again", self.scan.snapshot()["test_id"])
+            self._set_state("scanning")
+        return not stalled
+
     # -- events ------------------------------------------------------------------------------------------
     def _handle(self, event: Event) -> None:
         if event.kind == "connected" and event.ok:
+            if self._broker_problem:
+                log.warning("MQTT: connected to %s:%s again", self.settings.mqtt.host, self.settings.mqtt.port)
+                self._broker_problem = ""
+                self.notifier.status(self._status_line())
             # Birth first, then the backlog (the Forwarder pumps on the same event below).
             self.link.subscribe(topic(self.device, "cmd"), qos=1)
             self._publish_status()
         self.forwarder.on_event(event)
         if event.kind == "puback" and event.mid == self._offline_mid:
             self._offline_acked = True
-        if event.kind == "connected" and not event.ok:
-            log.error("broker refused the connection: %s", event.reason)
-            self.notifier.status(f"{self.state}; broker refused: {event.reason}")
-        elif event.kind == "disconnected":
-            self.notifier.status(f"{self.state}; broker disconnected ({event.reason}), results queue up")
+        if event.connection_trouble:
+            self._broker_trouble(event.reason)
+        elif event.kind == "disconnected" and not self._broker_problem:
+            # (after a refused connect the broker hangs up too: the refusal is the news, not this)
+            m = self.settings.mqtt
+            self._broker_trouble(f"connection to {m.host}:{m.port} lost ({event.reason}), reconnecting",
+                                 level=logging.WARNING)
         elif event.kind == "outbox":
             self.forwarder.pump()
         elif event.kind == "message":
             self._on_command(event)
         elif event.kind == "scan_done":
             self._scan_thread = None
-            if self.state == "scanning":
+            if self.state in ("scanning", "scan_stalled"):
                 self._set_state("idle")
             self.forwarder.pump()
         elif event.kind == "disk_floor":
             self.last_error = event.reason
             self._set_state("paused_disk_floor")
+
+    def _broker_trouble(self, line: str, *, level: int = logging.ERROR) -> None:
+        """A failed connect or a lost connection: one log line per new problem; systemd's STATUS= says it
+        until the next successful connect."""
+        if line != self._broker_problem:
+            log.log(level, "MQTT: %s; results wait in the outbox", line)
+        self._broker_problem = line  # not last_error: that would hide a stall or the disk floor
+        self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        line = self.state
+        if self.state in ("paused_disk_floor", "scan_stalled"):
+            line += f": {self.last_error}"
+        if self._broker_problem and self.outbox is not None:
+            line += f"; MQTT: {self._broker_problem}; outbox {self.outbox.depth()} waiting"
+        return line
 
     def _on_command(self, event: Event) -> None:
         if event.retain:
@@ -359,16 +362,20 @@ class Daemon:
                 self.events.put(Event("disk_floor", reason=str(exc)))
 
         reason, duration_s = "", None
+        session = ScanSession(settings, test_dir, manifest=manifest, stop_event=self.scan_stop,
+                              on_progress=self.scan.progress, on_record=on_record)
+        # The stage is opened inside run(); a ScanSession exposing it as ``.stage`` lets telemetry count
+        # its serial-link errors live (read defensively: None until the driver keeps the counter).
+        self.serial.watch(lambda: getattr(session, "stage", None))
         try:
-            summary = ScanSession(settings, test_dir, manifest=manifest, stop_event=self.scan_stop,
-                                  on_progress=self.scan.progress, on_record=on_record).run()
+            summary = session.run()
             reason, duration_s = summary.stop_reason, summary.elapsed_s
         except StageError as exc:
-            self.serial_errors += 1
             reason = self.last_error = f"stage: {exc}"
         except WbcscopeError as exc:
             reason = self.last_error = str(exc)
         finally:
+            self.serial.retire()
             self.scan.finish()
             try:
                 results.add_summary(duration_s=duration_s, stop_reason=reason)
@@ -382,7 +389,7 @@ class Daemon:
             "device": self.device, "state": self.state, **self.scan.snapshot(),
             "outbox_depth": self.outbox.depth() if self.outbox else 0,
             "disk_free_mb": round(free_mb(self.out_dir), 1), "cpu_temp_c": cpu_temp_c(),
-            "serial_errors": self.serial_errors, "last_error": self.last_error or None,
+            "serial_errors": self.serial.total(), "last_error": self.last_error or None,
             "uptime_s": round(time.monotonic() - self._started, 1), "time": _utc(),
         }
 
@@ -401,7 +408,7 @@ class Daemon:
         if state == self.state:
             return
         self.state = state
-        self.notifier.status(f"{state}" + (f": {self.last_error}" if state == "paused_disk_floor" else ""))
+        self.notifier.status(self._status_line())
         self._publish_status()
 
     def _publish_status(self) -> None:

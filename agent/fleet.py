@@ -2,7 +2,8 @@
 
 The view only subscribes; it never publishes, so any number of operators can watch at once. Devices
 are discovered from ``wbcscope/v1/+/status`` (retained birth or will) and ``wbcscope/v1/+/telemetry``
-(retained, refreshed every telemetry interval).
+(retained, refreshed every telemetry interval). The live view subscribes again after every reconnect
+(the broker keeps no session for it) and says in its header while the broker is unreachable.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class FleetView:
 
     def __init__(self) -> None:
         self.devices: dict[str, dict[str, Any]] = {}
+        self.broker_problem = ""
+        """Empty while connected; else why not (shown in the live view's header)."""
 
     def update(self, topic_name: str, payload: bytes) -> None:
         parts = topic_name.split("/")
@@ -81,27 +84,36 @@ def _age_s(stamp: str | None, now: dt.datetime) -> float | None:
     return round((now - then).total_seconds(), 1)
 
 
+def _subscribe(link: MqttLink) -> None:
+    link.subscribe(f"{PREFIX}/+/status", qos=1)
+    link.subscribe(f"{PREFIX}/+/telemetry", qos=0)
+
+
 def _connect(settings: MqttSettings, events: queue.Queue) -> MqttLink:
+    """Connect and subscribe; a refused login or certificate fails at once, anything else after a while."""
     link = MqttLink(settings, f"wbcscope-fleet-{os.getpid()}", events)
     link.start()
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    problem = ""
     while time.monotonic() < deadline:
         try:
             event = events.get(timeout=0.2)
         except queue.Empty:
             continue
-        if event.kind == "connected":
-            if not event.ok:
-                link.close()
-                raise MqttError(f"broker {settings.host}:{settings.port} refused the connection: {event.reason}")
-            link.subscribe(f"{PREFIX}/+/status", qos=1)
-            link.subscribe(f"{PREFIX}/+/telemetry", qos=0)
+        if event.kind == "connected" and event.ok:
+            _subscribe(link)
             return link
+        if event.connection_trouble:
+            problem = event.reason
+            if event.fatal:
+                link.close()
+                raise MqttError(problem)
     link.close()
-    raise MqttError(f"cannot reach the broker {settings.host}:{settings.port} within {CONNECT_TIMEOUT_S:.0f} s")
+    raise MqttError(f"cannot reach the broker {settings.host}:{settings.port} within {CONNECT_TIMEOUT_S:.0f} s"
+                    + (f" ({problem})" if problem else ""))
 
 
-def _drain(events: queue.Queue, view: FleetView, until: float) -> None:
+def _drain(events: queue.Queue, view: FleetView, until: float, link: MqttLink | None = None) -> None:
     while True:
         remaining = until - time.monotonic()
         if remaining <= 0:
@@ -112,6 +124,14 @@ def _drain(events: queue.Queue, view: FleetView, until: float) -> None:
             return
         if event.kind == "message":
             view.update(event.topic, event.payload)
+        elif event.kind == "connected" and event.ok:
+            view.broker_problem = ""
+            if link is not None:
+                _subscribe(link)  # a reconnect starts without our subscriptions
+        elif event.connection_trouble:
+            view.broker_problem = event.reason
+        elif event.kind == "disconnected":
+            view.broker_problem = f"connection lost ({event.reason}), reconnecting"
 
 
 def collect(settings: MqttSettings, *, wait_s: float = 1.5) -> list[dict[str, Any]]:
@@ -144,8 +164,14 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def header(settings: MqttSettings, view: FleetView) -> str:
+    state = f"broker trouble: {view.broker_problem}" if view.broker_problem else "connected"
+    return (f"wbcscope fleet - {settings.host}:{settings.port} {state} - {len(view.devices)} device(s) - "
+            f"{dt.datetime.now().strftime('%H:%M:%S')} - Ctrl-C quits")
+
+
 def watch(settings: MqttSettings, *, refresh_s: float = 1.0, stop: threading.Event | None = None) -> int:
-    """The live view: redraw every ``refresh_s`` until Ctrl-C (or ``stop``)."""
+    """The live view: redraw every ``refresh_s`` until Ctrl-C (or ``stop``); returns 0 either way."""
     if not settings.host:
         raise MqttError("fleet needs a broker: set mqtt.host in the config file")
     stop = stop or threading.Event()
@@ -154,12 +180,12 @@ def watch(settings: MqttSettings, *, refresh_s: float = 1.0, stop: threading.Eve
     view = FleetView()
     try:
         while not stop.is_set():
-            _drain(events, view, time.monotonic() + refresh_s)
+            _drain(events, view, time.monotonic() + refresh_s, link)
             # Clear the screen and home the cursor: a full redraw keeps the view simple and correct.
-            sys.stdout.write("\x1b[2J\x1b[H" + render(view.rows()) + "\n")
+            sys.stdout.write("\x1b[2J\x1b[H" + header(settings, view) + "\n\n" + render(view.rows()) + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
-        pass
+        sys.stdout.write("\n")
     finally:
         link.close()
     return 0

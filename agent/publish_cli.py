@@ -92,20 +92,28 @@ def publish(args: argparse.Namespace) -> int:
         link = MqttLink(settings.mqtt, f"{device}-publish", events)
         forwarder = Forwarder(link, outbox, window=settings.mqtt.max_inflight)
         link.start()
+        problem, fatal = "", False
         try:
             deadline = time.monotonic() + args.timeout_s
-            while outbox.depth() > 0 and time.monotonic() < deadline:
+            while outbox.depth() > 0 and time.monotonic() < deadline and not fatal:
                 try:
-                    forwarder.on_event(events.get(timeout=0.2))
+                    event = events.get(timeout=0.2)
                 except queue.Empty:
                     forwarder.pump()
+                    continue
+                if event.connection_trouble:
+                    problem, fatal = event.reason, event.fatal  # a refused login or certificate: give up now
+                elif event.kind == "connected":
+                    problem = ""
+                forwarder.on_event(event)
             left = outbox.depth()
         finally:
             link.close()
     if left:
-        print(f"wbcscope: error: broker {settings.mqtt.host}:{settings.mqtt.port} did not take "
-              f"{left} of {waiting} message(s) within {args.timeout_s:.0f} s; they stay in {path} and are "
-              "sent by the next `wbcscope publish` of this test", file=sys.stderr)
+        m = settings.mqtt
+        why = problem or f"broker {m.host}:{m.port} did not take them within {args.timeout_s:.0f} s"
+        print(f"wbcscope: error: {left} of {waiting} message(s) not published: {why}; they stay in {path} and "
+              "are sent by the next `wbcscope publish` of this test", file=sys.stderr)
         return 1
     print(f"published {test_dir.name}: {waiting} message(s) ({fields} new field(s)) to "
           f"{settings.mqtt.host}:{settings.mqtt.port}")

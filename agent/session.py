@@ -86,6 +86,8 @@ class ScanSession:
         self.stop_event = stop_event or threading.Event()
         self.on_progress = on_progress
         self.on_record = on_record
+        self.stage = None
+        """The stage while (and after) the scan runs: telemetry reads its serial error count."""
 
     def run(self) -> ScanSummary:
         settings = self.settings
@@ -102,6 +104,7 @@ class ScanSession:
             writer.write_json(MANIFEST_FILE, manifest)
             try:
                 with open_microscope(settings) as scope:
+                    self.stage = scope.stage
                     manifest["firmware"] = {"dialect": scope.firmware.dialect, "version": scope.firmware.version}
                     runner = ScanRunner(settings, scope.stage, scope.camera, analyzer, writer,
                                         stop_event=self.stop_event, on_progress=self.on_progress,

@@ -140,7 +140,7 @@ class GrblLink(serial_lines.LineLink):
                     assert self._alarm is not None
                     raise stage_alarm(self._alarm.code)
             if time.monotonic() >= deadline:
-                raise StageTimeoutError(f"no status report from {self.port} within {timeout_s:.2f} s")
+                raise self._timed_out(f"no status report from {self.port} within {timeout_s:.2f} s")
 
     # ------------------------------------------------------------------ state for the driver
     @property
@@ -193,7 +193,7 @@ class GrblLink(serial_lines.LineLink):
             return
         self._raise_if_lost()
         if not ok:
-            raise StageTimeoutError(f"no {what} from {self.port} within {timeout_s:.2f} s")
+            raise self._timed_out(f"no {what} from {self.port} within {timeout_s:.2f} s")
 
     def _on_line(self, raw: bytes) -> None:
         reply = gp.parse_line(raw)
@@ -250,6 +250,7 @@ class GrblLink(serial_lines.LineLink):
         pending.done = True
 
     def _garbled(self, reply: gp.Unparseable) -> None:
+        self.error_count += 1
         log.warning("unparseable line from %s: %r (%s)", self.port, reply.raw, reply.reason)
         if reply.raw.startswith("<"):
             return  # a mangled status report; the poller simply asks again

@@ -89,6 +89,11 @@ class ReconnectingStage:
     port: str
     _link: LineLink
 
+    @property
+    def serial_errors(self) -> int:
+        """Serial faults seen on this stage's port (lost port, reply timeouts, garbled lines)."""
+        return self._link.error_count
+
     def _init_reconnect(self, attempts: int, backoff_s: float) -> None:
         self.reconnect = ReconnectPolicy(attempts=attempts, backoff_s=backoff_s)
         self._reconnect_lock = threading.Lock()

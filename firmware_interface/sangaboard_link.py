@@ -23,7 +23,6 @@ from firmware_interface.errors import (
     StageConnectionError,
     StageError,
     StageProtocolError,
-    StageTimeoutError,
     UnsupportedOperationError,
 )
 
@@ -120,7 +119,7 @@ class SangaboardLink(serial_lines.LineLink):
                     self._raise_if_lost()
                 if not ok:
                     self._needs_resync = True  # a late answer must not complete the next query
-                    raise StageTimeoutError(
+                    raise self._timed_out(
                         f"no reply to {pending.line!r} from {self.port} within {timeout_s:.2f} s")
         finally:
             with self._cond:
@@ -179,6 +178,7 @@ class SangaboardLink(serial_lines.LineLink):
         return True
 
     def _garbled(self, raw: bytes, exc: StageProtocolError) -> None:
+        self.error_count += 1
         log.warning("unparseable line from %s: %r (%s)", self.port, raw, exc)
         if self._pending is not None and self._pending.sync:
             return  # noise before the resync marker is what resync is for

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import serial
 import serial.threaded
 
-from firmware_interface.errors import StageBusyError, StageConnectionError, StageError
+from firmware_interface.errors import StageBusyError, StageConnectionError, StageError, StageTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,9 @@ class LineLink:
         self._pending = None
         self._needs_resync = False
         self._lost: StageConnectionError | None = None
+        self.error_count = 0
+        """Serial faults over the link's life, reconnects included: lost ports, reply timeouts,
+        garbled lines. Telemetry reports it; nothing else depends on it."""
 
     def open(self) -> None:
         if self._reader is not None:
@@ -160,6 +163,10 @@ class LineLink:
     def _on_line(self, raw: bytes) -> None:
         raise NotImplementedError
 
+    def _timed_out(self, message: str) -> StageTimeoutError:
+        self.error_count += 1
+        return StageTimeoutError(message)
+
     def _raise_if_lost(self) -> None:
         if self._lost is not None:
             raise self._lost
@@ -177,4 +184,5 @@ class LineLink:
             self._fail_pending(self._lost)
             self._cond.notify_all()
         if exc is not None:
+            self.error_count += 1
             log.error("stage link %s lost: %s", self.port, exc)

@@ -67,11 +67,15 @@ class ScanPublisher:
 
     def _pump_loop(self) -> None:
         # The Forwarder's pump and its PUBACK handling must share one thread: this one.
+        problem = ""
         while not self._stop.is_set():
             try:
                 event = self._events.get(timeout=0.2)
             except queue.Empty:
                 continue
+            if event.connection_trouble and event.reason != problem:
+                problem = event.reason
+                log.warning("MQTT: %s; results wait in the outbox", problem)
             try:
                 if event.kind == "outbox":
                     self._forwarder.pump()

@@ -147,11 +147,13 @@ def test_late_reply_is_not_taken_for_the_next_command(stage: GrblStage,
 
 
 def test_garbled_ok_is_not_success(stage: GrblStage, emulator: GrblEmulator) -> None:
+    assert stage.serial_errors == 0
     emulator.faults.garble_replies()
     with pytest.raises(StageProtocolError, match="garbled"):
         stage.move_to(x_um=1_000.0)
     stage.move_to(x_um=4_000.0)
     assert stage.position().x_um == 4_000.0
+    assert stage.serial_errors == 1  # counted for telemetry
 
 
 def test_garbled_status_is_retried(stage: GrblStage, emulator: GrblEmulator) -> None:

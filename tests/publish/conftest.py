@@ -194,7 +194,7 @@ def subscribers():
 
 
 def write_config(path: Path, port: int, *, device: str, fields: int = 6, scan_on_start: bool = False,
-                 protocol: str = "5", extra: str = "") -> Path:
+                 protocol: str = "5", extra: str = "", mqtt_extra: str = "") -> Path:
     state = path.parent / f"state-{device}"
     path.write_text(f"""
 [device]
@@ -217,6 +217,7 @@ protocol = "{protocol}"
 keepalive_s = 5
 reconnect_min_s = 1
 reconnect_max_s = 2
+{mqtt_extra}
 [daemon]
 state_dir = "{state}"
 out_dir = "{state}/scans"
