@@ -83,20 +83,6 @@ class GrblStage(ReconnectingStage, Stage):
         self.firmware_info: FirmwareInfo | None = None
 
     # ------------------------------------------------------------------ Stage API
-    def connect(self) -> FirmwareInfo:
-        self._closing.clear()
-        try:
-            self._open_and_handshake()
-        except StageError:
-            self.close()
-            raise
-        assert self.firmware_info is not None
-        return self.firmware_info
-
-    def close(self) -> None:
-        self._closing.set()  # interrupts a reconnect backoff in another thread
-        self._link.close()
-
     def move_to(
         self,
         x_um: float | None = None,

@@ -23,6 +23,7 @@ from firmware_interface.errors import (
     StageTimeoutError,
 )
 from firmware_interface.serial_lines import LineLink
+from firmware_interface.stage import FirmwareInfo
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,29 @@ class ReconnectingStage:
     """Mixin: what both stage drivers do when their port vanishes, so they do it the same way.
 
     The driver provides ``port``, ``_link`` (a ``LineLink``), ``_open_and_handshake()`` (open the
-    link and identify the controller, closing the link again if that fails) and
-    ``_mark_lost(reason)``. It calls ``_init_reconnect`` from ``__init__``, clears ``_closing`` in
-    ``connect`` and sets it in ``close``, calls ``_ensure_connected`` before talking to the
-    controller and sends every call that can notice a vanished port through ``_guarded``.
+    link and identify the controller, setting ``firmware_info``, closing the link again if that
+    fails) and ``_mark_lost(reason)``. It calls ``_init_reconnect`` from ``__init__``, calls
+    ``_ensure_connected`` before talking to the controller and sends every call that can notice a
+    vanished port through ``_guarded``. ``connect`` and ``close`` are this mixin's.
     """
 
     port: str
     _link: LineLink
+    firmware_info: FirmwareInfo | None
+
+    def connect(self) -> FirmwareInfo:
+        self._closing.clear()
+        try:
+            self._open_and_handshake()
+        except StageError:
+            self.close()
+            raise
+        assert self.firmware_info is not None
+        return self.firmware_info
+
+    def close(self) -> None:
+        self._closing.set()  # interrupts a reconnect backoff in another thread
+        self._link.close()
 
     @property
     def serial_errors(self) -> int:
