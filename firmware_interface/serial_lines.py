@@ -48,6 +48,21 @@ class LineProtocol(serial.threaded.Protocol):
         self._on_lost(exc)
 
 
+class _ReaderThread(serial.threaded.ReaderThread):
+    """pyserial's reader, but a port that vanishes under ``in_waiting`` (an OSError such as EIO from
+    the ioctl, not a SerialException) still ends in ``connection_lost`` instead of a silently dead
+    thread that leaves every waiting command to time out."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except OSError as exc:
+            self.alive = False
+            protocol, self.protocol = self.protocol, None
+            if protocol is not None:
+                protocol.connection_lost(exc)
+
+
 def open_reader(port: str, baudrate: int, on_line: LineHandler, on_lost: LostHandler,
                 *, name: str) -> serial.threaded.ReaderThread:
     """Open ``port`` exclusively and start a reader thread feeding ``on_line``.
@@ -61,7 +76,7 @@ def open_reader(port: str, baudrate: int, on_line: LineHandler, on_lost: LostHan
         raise map_open_error(port, exc) from exc
     except (ValueError, OSError) as exc:
         raise StageConnectionError(f"cannot open stage port {port}: {exc}") from exc
-    reader = serial.threaded.ReaderThread(handle, lambda: LineProtocol(on_line, on_lost))
+    reader = _ReaderThread(handle, lambda: LineProtocol(on_line, on_lost))
     reader.name = name
     reader.start()
     try:
