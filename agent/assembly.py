@@ -15,6 +15,7 @@ from agent.field_analysis import FieldAnalyzer
 from agent.hardware.camera import Camera
 from agent.hardware.flat_field_camera import FlatFieldCamera
 from agent.hardware.resilient_camera import ResilientCamera
+from agent.inference.base import Detector
 from firmware_interface.errors import StageBusyError
 from firmware_interface.stage import FirmwareInfo, Stage
 
@@ -37,11 +38,20 @@ def measure_name(settings: Settings) -> str:
     return name
 
 
-def build_analyzer(settings: Settings) -> FieldAnalyzer:
-    from agent.inference.base import NoClassifier
+def build_detector(settings: Settings) -> Detector:
+    if settings.inference.detector == "tflite":
+        from agent.inference.tflite_detector import TfliteDetector
+
+        return TfliteDetector(num_threads=settings.inference.threads)
     from agent.inference.classical import ClassicalDetector
 
-    detector = ClassicalDetector()
+    return ClassicalDetector()
+
+
+def build_analyzer(settings: Settings) -> FieldAnalyzer:
+    from agent.inference.base import NoClassifier
+
+    detector = build_detector(settings)
     if settings.inference.classifier == "tflite":
         from agent.inference.tflite_classifier import TfliteClassifier
 

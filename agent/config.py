@@ -177,7 +177,9 @@ class OutputSettings:
 
 @dataclass
 class InferenceSettings:
-    detector: str = _setting("classical", choices=("classical",))
+    detector: str = _setting("classical", choices=("classical", "tflite"))
+    """'tflite': the int8 CenterNet (models/wbc_detector_int8.tflite + wbc_detector_spec.json, models/detector.md);
+    'classical': the colour-threshold detector (agent/inference/classical.py)."""
     classifier: str = _setting("none", choices=("none", "tflite"))
     """'tflite': the shipped int8 8-class model (models/); 'none' reports every WBC as code 9."""
     threads: int = _setting(1, lo=1, hi=64)

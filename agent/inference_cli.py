@@ -85,18 +85,12 @@ def run_classify(args: argparse.Namespace) -> int:
     return _report(entries, args.json, ("label", "prediction", "confidence"))
 
 
-def _detector(settings: Settings):
-    if settings.inference.detector == "classical":
-        from agent.inference.classical import ClassicalDetector
-
-        return ClassicalDetector()
-    raise ConfigError(f"inference.detector: unknown detector {settings.inference.detector!r}")
-
-
 def run_detect(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     um_per_px = _scale(args, settings)
-    detector = _detector(settings)
+    from agent.assembly import build_detector
+
+    detector = build_detector(settings)
     entries: list[dict[str, Any]] = []
     for path in args.images:
         try:
