@@ -8,6 +8,8 @@ JPEG re-compression.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -33,6 +35,21 @@ def augment(img: np.ndarray, src_um_per_px: float, out: int, out_um_per_px: floa
     m = _affine(img.shape[0], src_um_per_px, out, out_um_per_px, rng, 1.0)
     x = cv2.warpAffine(img, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
+    return colour_jitter(x, rng)
+
+
+@dataclass(frozen=True)
+class JitterStrength:
+    """How hard ``colour_jitter`` pushes; the detector uses a milder setting than the classifier."""
+
+    blur_sigma: tuple[float, float] = (0.4, 1.4)
+    sharpen: float = 0.5
+    noise_max: float = 7.0
+    jpeg_min_quality: int = 30
+
+
+def colour_jitter(x: np.ndarray, rng: np.random.Generator, strength: JitterStrength = JitterStrength()) -> np.ndarray:
+    """Stain, camera and optics changes on an RGB uint8 image: what another device makes of a cell."""
     # stain / colour: HSV
     if rng.random() < 0.8:
         hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV).astype(np.float32)
@@ -58,16 +75,16 @@ def augment(img: np.ndarray, src_um_per_px: float, out: int, out_um_per_px: floa
     # defocus
     r = rng.random()
     if r < 0.25:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.4))
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(*strength.blur_sigma))
     elif r < 0.35:  # mild sharpening (some cameras over-sharpen)
         b = cv2.GaussianBlur(x, (0, 0), 1.0)
-        x = cv2.addWeighted(x, 1.5, b, -0.5, 0)
+        x = cv2.addWeighted(x, 1.0 + strength.sharpen, b, -strength.sharpen, 0)
     # sensor noise
     if rng.random() < 0.3:
-        n = rng.normal(0, rng.uniform(1, 7), x.shape).astype(np.float32)
+        n = rng.normal(0, rng.uniform(1, strength.noise_max), x.shape).astype(np.float32)
         x = np.clip(x.astype(np.float32) + n, 0, 255).astype(np.uint8)
     # JPEG re-compression
     if rng.random() < 0.3:
-        _, buf = cv2.imencode(".jpg", x[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 92))])
+        _, buf = cv2.imencode(".jpg", x[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(strength.jpeg_min_quality, 92))])
         x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
     return np.ascontiguousarray(x)

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.augment import JitterStrength, colour_jitter
+
 WORK_UM_PER_PX = 0.44
 """Model input scale: a 12 um WBC is ~27 px; a 1920x1200 field at 0.11 um/px is 480x300."""
 CACHE_UM_PER_PX = 0.22
@@ -129,40 +131,12 @@ def _geom(img: np.ndarray, boxes: np.ndarray, scale: float, k90: int, flip: bool
     return img, b.reshape(-1, 4).astype(np.float32)
 
 
+_DETECTOR_JITTER = JitterStrength(blur_sigma=(0.3, 1.0), sharpen=0.4, noise_max=6.0, jpeg_min_quality=40)
+
+
 def colour_aug(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Stain / camera / optics changes on an RGB uint8 image (as models/augment.py, a little milder)."""
-    if rng.random() < 0.8:
-        hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV).astype(np.float32)
-        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-8, 8)) % 180
-        hsv[..., 1] *= rng.uniform(0.6, 1.4)
-        hsv[..., 2] *= rng.uniform(0.85, 1.15)
-        x = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
-    if rng.random() < 0.5:
-        lab = cv2.cvtColor(x, cv2.COLOR_RGB2LAB).astype(np.float32)
-        lab[..., 0] = (lab[..., 0] - 128) * rng.uniform(0.85, 1.15) + 128 + rng.uniform(-12, 12)
-        lab[..., 1] += rng.uniform(-10, 10)
-        lab[..., 2] += rng.uniform(-12, 12)
-        x = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-    if rng.random() < 0.7:
-        f = x.astype(np.float32) / 255.0
-        f = f * rng.uniform(0.88, 1.12, 3).astype(np.float32)
-        mean = f.mean()
-        f = (f - mean) * rng.uniform(0.75, 1.25) + mean
-        f = np.clip(f, 0, 1) ** rng.uniform(0.75, 1.33)
-        x = (f * 255.0 + 0.5).astype(np.uint8)
-    r = rng.random()
-    if r < 0.25:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 1.0))
-    elif r < 0.35:
-        b = cv2.GaussianBlur(x, (0, 0), 1.0)
-        x = cv2.addWeighted(x, 1.4, b, -0.4, 0)
-    if rng.random() < 0.3:
-        n = rng.normal(0, rng.uniform(1, 6), x.shape).astype(np.float32)
-        x = np.clip(x.astype(np.float32) + n, 0, 255).astype(np.uint8)
-    if rng.random() < 0.3:
-        _, buf = cv2.imencode(".jpg", x[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 92))])
-        x = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
-    return np.ascontiguousarray(x)
+    """Stain / camera / optics changes, as for the classifier but a little milder."""
+    return colour_jitter(x, rng, _DETECTOR_JITTER)
 
 
 def fill_colour(rgb: np.ndarray) -> np.ndarray:
