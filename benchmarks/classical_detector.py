@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.inference.boxes import iou  # noqa: E402
+from agent.inference.boxes import match  # noqa: E402
 from agent.inference.classical import ClassicalDetector  # noqa: E402
 from agent.results.names import parse_name  # noqa: E402
 
@@ -36,22 +36,6 @@ BCCD_UM_PER_PX = 0.055
 IOU_MATCH = 0.5
 
 
-def match(pred: list[Box], truth: list[Box]) -> list[tuple[int, int, float]]:
-    """Greedy one-to-one matches (pred index, truth index, IoU) with IoU >= IOU_MATCH."""
-    pairs = sorted(
-        ((iou(p, t), i, j) for i, p in enumerate(pred) for j, t in enumerate(truth)), reverse=True
-    )
-    used_p: set[int] = set()
-    used_t: set[int] = set()
-    out = []
-    for value, i, j in pairs:
-        if value < IOU_MATCH:
-            break
-        if i not in used_p and j not in used_t:
-            used_p.add(i)
-            used_t.add(j)
-            out.append((i, j, value))
-    return out
 
 
 @dataclass
@@ -62,7 +46,7 @@ class Tally:
     failures: list[str] = field(default_factory=list)
 
     def add(self, name: str, pred: list[Box], truth: list[Box]) -> None:
-        matches = match(pred, truth)
+        matches = match(pred, truth, IOU_MATCH)
         self.n_pred += len(pred)
         self.n_truth += len(truth)
         self.ious += [m[2] for m in matches]

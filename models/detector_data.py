@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent.inference.boxes import match  # noqa: F401  (re-exported: models use D.match)
 from models.augment import JitterStrength, colour_jitter
 
 WORK_UM_PER_PX = 0.44
@@ -227,29 +228,6 @@ def targets(boxes: np.ndarray, h: int, w: int, stride: int = STRIDE):
     return heat[..., None], reg
 
 
-# ---- matching (as benchmarks/classical_detector.py) ----------------------------------------------------
-def iou_xywh(a, b) -> float:
-    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
-def match(pred, truth, iou_min: float = 0.5) -> list[tuple[int, int, float]]:
-    """Greedy one-to-one matches (pred index, truth index, IoU) with IoU >= iou_min, best IoU first."""
-    pairs = sorted(((iou_xywh(p, t), i, j) for i, p in enumerate(pred) for j, t in enumerate(truth)), reverse=True)
-    used_p: set[int] = set()
-    used_t: set[int] = set()
-    out = []
-    for value, i, j in pairs:
-        if value < iou_min:
-            break
-        if i not in used_p and j not in used_t:
-            used_p.add(i)
-            used_t.add(j)
-            out.append((i, j, value))
-    return out
 
 
 def pad_to(rgb: np.ndarray, multiple: int = 16, min_h: int = 0, min_w: int = 0) -> np.ndarray:

@@ -11,25 +11,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from models.net import conv_bn, ds_block
+
 HEAT_BIAS = -2.19  # sigmoid(-2.19) = 0.1: CenterNet's prior for the heatmap
-
-
-def _conv_bn(x, filters, kernel, stride, name, act=True):
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=0.97, epsilon=1e-3, name=f"{name}_bn")(x)
-    return layers.ReLU(6.0, name=f"{name}_relu")(x) if act else x
-
-
-def _ds(x, filters, stride, name):
-    inp = x
-    y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    y = layers.BatchNormalization(momentum=0.97, epsilon=1e-3, name=f"{name}_dwbn")(y)
-    y = layers.ReLU(6.0, name=f"{name}_dwrelu")(y)
-    y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(y)
-    y = layers.BatchNormalization(momentum=0.97, epsilon=1e-3, name=f"{name}_pwbn")(y)
-    if stride == 1 and inp.shape[-1] == filters:
-        y = layers.Add(name=f"{name}_add")([inp, y])
-    return layers.ReLU(6.0, name=f"{name}_pwrelu")(y)
 
 
 def _up2(x, name, fixed: bool):
@@ -49,26 +33,26 @@ def build_detector(height=None, width=None, base: int = 16) -> keras.Model:
     c1, c2, c3, c4 = base, int(1.5 * base), 3 * base, 5 * base
     inp = keras.Input((height, width, 3), name="rgb")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inp)
-    x = _conv_bn(x, c1, 3, 2, "stem")                       # /2
-    x = _ds(x, c2, 2, "s4a")                                # /4
-    f4 = _ds(x, c2, 1, "s4b")
-    x = _ds(f4, c3, 2, "s8a")                               # /8
-    f8 = _ds(x, c3, 1, "s8b")
-    x = _ds(f8, c4, 2, "s16a")                              # /16
-    x = _ds(x, c4, 1, "s16b")
-    f16 = _ds(x, c4, 1, "s16c")
+    x = conv_bn(x, c1, 3, 2, "stem")                       # /2
+    x = ds_block(x, c2, 2, "s4a")                                # /4
+    f4 = ds_block(x, c2, 1, "s4b")
+    x = ds_block(f4, c3, 2, "s8a")                               # /8
+    f8 = ds_block(x, c3, 1, "s8b")
+    x = ds_block(f8, c4, 2, "s16a")                              # /16
+    x = ds_block(x, c4, 1, "s16b")
+    f16 = ds_block(x, c4, 1, "s16c")
     # pyramid back to /4
-    u = _conv_bn(f16, c3, 1, 1, "lat16")
+    u = conv_bn(f16, c3, 1, 1, "lat16")
     u = _up2(u, "up8", fixed)
-    u = layers.Add(name="fuse8")([u, _conv_bn(f8, c3, 1, 1, "lat8", act=False)])
-    u = _ds(u, c3, 1, "p8")
-    u = _conv_bn(u, 2 * base, 1, 1, "red8")
+    u = layers.Add(name="fuse8")([u, conv_bn(f8, c3, 1, 1, "lat8", act=False)])
+    u = ds_block(u, c3, 1, "p8")
+    u = conv_bn(u, 2 * base, 1, 1, "red8")
     u = _up2(u, "up4", fixed)
-    u = layers.Add(name="fuse4")([u, _conv_bn(f4, 2 * base, 1, 1, "lat4", act=False)])
-    u = _ds(u, 2 * base, 1, "p4")
-    h = _ds(u, 2 * base, 1, "heat_ds")
+    u = layers.Add(name="fuse4")([u, conv_bn(f4, 2 * base, 1, 1, "lat4", act=False)])
+    u = ds_block(u, 2 * base, 1, "p4")
+    h = ds_block(u, 2 * base, 1, "heat_ds")
     heat = layers.Conv2D(1, 1, activation="sigmoid", name="heat",
                          bias_initializer=keras.initializers.Constant(HEAT_BIAS))(h)
-    b = _ds(u, 2 * base, 1, "box_ds")
+    b = ds_block(u, 2 * base, 1, "box_ds")
     box = layers.Conv2D(4, 1, name="box")(b)
     return keras.Model(inp, {"heat": heat, "box": box}, name=f"wbc_centernet_{base}")

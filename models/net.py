@@ -20,13 +20,13 @@ STEM = {"s": 16, "m": 24}
 HEAD = {"s": 256, "m": 320}
 
 
-def _conv_bn(x, filters, kernel, stride, name, act=True):
+def conv_bn(x, filters, kernel, stride, name, act=True):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=0.97, epsilon=1e-3, name=f"{name}_bn")(x)
     return layers.ReLU(6.0, name=f"{name}_relu")(x) if act else x
 
 
-def _ds_block(x, filters, stride, name):
+def ds_block(x, filters, stride, name):
     inp = x
     y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
     y = layers.BatchNormalization(momentum=0.97, epsilon=1e-3, name=f"{name}_dwbn")(y)
@@ -42,11 +42,11 @@ def build_model(size: int, n_classes: int, width: str = "s", dropout: float = 0.
     """Input: RGB float 0..255 of shape (size, size, 3). Output: softmax probabilities."""
     inp = keras.Input((size, size, 3), name="rgb")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inp)
-    x = _conv_bn(x, STEM[width], 3, 2, "stem")
+    x = conv_bn(x, STEM[width], 3, 2, "stem")
     for si, (f, s, r) in enumerate(STAGES[width]):
         for ri in range(r):
-            x = _ds_block(x, f, s if ri == 0 else 1, f"b{si}_{ri}")
-    x = _conv_bn(x, HEAD[width], 1, 1, "head")
+            x = ds_block(x, f, s if ri == 0 else 1, f"b{si}_{ri}")
+    x = conv_bn(x, HEAD[width], 1, 1, "head")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="drop")(x)
     out = layers.Dense(n_classes, activation="softmax", name="probs")(x)
