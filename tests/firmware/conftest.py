@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +13,14 @@ from firmware_interface.emulator import GrblEmulator, MotionTimings, PtyEmulator
 from firmware_interface.grbl import GrblStage
 
 LIMITS_UM = ((0.0, 100_000.0), (0.0, 75_000.0), (0.0, 10_000.0))
+
+
+def wait_gone(path: str, timeout_s: float) -> None:
+    """Wait until an emulator's pty (or its stable link) has vanished, as after a USB unplug."""
+    deadline = time.monotonic() + timeout_s
+    while os.path.lexists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not os.path.lexists(path), "the server did not drop the port"
 
 
 class Wire:

@@ -21,13 +21,11 @@ from firmware_interface.factory import build_stage
 from firmware_interface.grbl import GrblStage
 from firmware_interface.reconnect import ReconnectPolicy
 from firmware_interface.stage import Position
+from tests.firmware.conftest import wait_gone
 
 
-def _wait_gone(path: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while os.path.lexists(path) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert not os.path.lexists(path), "the server did not drop the port"
+def _wait_gone(path: str) -> None:
+    wait_gone(path, timeout_s=10.0)
 
 
 def _stage(path: str, **kwargs: object) -> GrblStage:

@@ -7,7 +7,6 @@ at it, as udev does for /dev/wbcscope-stage; the replugged board boots again.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,13 +16,11 @@ from firmware_interface.errors import PositionLostError, StageConnectionError
 from firmware_interface.reconnect import ReconnectPolicy
 from firmware_interface.sangaboard import SangaboardStage
 from firmware_interface.stage import Position
+from tests.firmware.conftest import wait_gone
 
 
-def _wait_gone(path: str, timeout_s: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while os.path.lexists(path) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert not os.path.lexists(path), "the server did not drop the port"
+def _wait_gone(path: str) -> None:
+    wait_gone(path, timeout_s=3.0)
 
 
 @pytest.fixture
