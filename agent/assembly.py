@@ -56,7 +56,7 @@ def build_analyzer(settings: Settings) -> FieldAnalyzer:
         from agent.inference.tflite_classifier import TfliteClassifier
 
         classifier = TfliteClassifier(num_threads=settings.inference.threads,
-                                      normalise_scale=settings.inference.scale_search)
+                                      views=settings.inference.classifier_views)
     else:
         classifier = NoClassifier()
     return FieldAnalyzer(detector, classifier, um_per_px=settings.camera.um_per_px, measure=measure_name(settings),

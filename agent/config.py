@@ -19,7 +19,7 @@ from agent.errors import ConfigError
 
 
 def _setting(default: Any, *, lo: float | None = None, hi: float | None = None,
-             choices: tuple[str, ...] | None = None, pattern: str | None = None,
+             choices: tuple[str, ...] | tuple[int, ...] | None = None, pattern: str | None = None,
              length: int | None = None) -> Any:
     meta = {"lo": lo, "hi": hi, "choices": choices, "pattern": pattern, "length": length}
     if isinstance(default, list):
@@ -177,18 +177,17 @@ class OutputSettings:
 
 @dataclass
 class InferenceSettings:
-    detector: str = _setting("classical", choices=("classical", "tflite"))
+    detector: str = _setting("tflite", choices=("classical", "tflite"))
     """'tflite': the int8 CenterNet (models/wbc_detector_int8.tflite + wbc_detector_spec.json, models/detector.md);
     'classical': the colour-threshold detector (agent/inference/classical.py)."""
-    classifier: str = _setting("none", choices=("none", "tflite"))
+    classifier: str = _setting("tflite", choices=("none", "tflite"))
     """'tflite': the shipped int8 8-class model (models/); 'none' reports every WBC as code 9."""
     threads: int = _setting(1, lo=1, hi=64)
     """TFLite interpreter threads."""
     review_threshold: float = _setting(0.6, lo=0.0, hi=1.0)
     """A classified cell whose confidence is below this is flagged for review (0 = never flag)."""
-    scale_search: bool = _setting(False)
-    """Classify each cell at several crop sizes weighed by its measured size (robust to a wrong or
-    unknown µm/px, but 1.2 points less accurate on PBC crops of known scale; models/classifier.md)."""
+    classifier_views: int = _setting(2, choices=(1, 2, 4))
+    """Views of each cell (as is, mirrored, turned) the classifier averages: more is steadier and slower."""
 
 
 @dataclass
@@ -391,7 +390,7 @@ def _check(name: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
     if lo is not None and value < lo or hi is not None and value > hi:
         raise ConfigError(f"{where} must be between {lo} and {hi}, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{where} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        raise ConfigError(f"{where} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
     if meta.get("pattern") and not re.match(meta["pattern"], value):
         raise ConfigError(f"{where} has an invalid value {value!r}")
     return value

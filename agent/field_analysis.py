@@ -30,8 +30,9 @@ class FieldAnalysis:
     timings_s: dict[str, float]
 
 
-# Context around a cell when cropping it for the classifier: the classifier re-finds the cell itself.
-_CLASSIFY_MARGIN = 0.5
+# Context around a cell when cropping it for the classifier: the classifier re-finds the cell and cuts
+# 2.5 nucleus diameters around it, which must fit in the crop without mirrored borders.
+_CLASSIFY_MARGIN = 1.0
 
 
 class FieldAnalyzer:
@@ -56,7 +57,7 @@ class FieldAnalyzer:
         cells = []
         for det in detections:
             sharpest = self._sharpest_plane(planes, det.box)
-            crop = _crop(planes[sharpest].image, det.box, _CLASSIFY_MARGIN)
+            crop = classifier_crop(planes[sharpest].image, det.box)
             result = self.classifier.classify(crop, self.um_per_px)
             # An unclassified WBC (no classifier configured) has no confidence to doubt: not a review case.
             review = result.prediction != UNCLASSIFIED_WBC and result.confidence < self.review_threshold
@@ -80,7 +81,8 @@ class FieldAnalyzer:
         return int(np.argmax(scores))
 
 
-def _crop(image: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
+def classifier_crop(image: np.ndarray, box: tuple[int, int, int, int], margin: float = _CLASSIFY_MARGIN) -> np.ndarray:
+    """The part of a field the classifier gets for a detection: the box with ``margin`` box sizes around it."""
     x, y, w, h = box
     mx, my = int(w * margin), int(h * margin)
     height, width = image.shape[:2]

@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for parser in (classify, detect):
         parser.add_argument("images", nargs="+", type=Path, metavar="IMG")
         parser.add_argument("--um-per-px", type=float,
-                            help="image scale, a hint for the classifier (default: camera.um_per_px)")
+                            help="image scale in µm per pixel (detect: default camera.um_per_px; "
+                                 "classify: optional, the cell is measured in the crop)")
         parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
         parser.add_argument("--config", type=Path, help="TOML settings file")
     classify.set_defaults(handler=run_classify)
@@ -69,10 +70,11 @@ def run_classify(args: argparse.Namespace) -> int:
     from agent.inference.tflite_classifier import TfliteClassifier
 
     settings = load_settings(args.config)
-    um_per_px = _scale(args, settings)
+    # The classifier measures the cell itself: without --um-per-px a crop's scale is unknown, and the
+    # camera's scale would be a guess about someone else's image.
+    um_per_px = _scale(args, settings) if args.um_per_px is not None else None
     # Always the int8 model: classifying with inference.classifier = "none" would only say "wbc".
-    classifier = TfliteClassifier(num_threads=settings.inference.threads,
-                                      normalise_scale=settings.inference.scale_search)
+    classifier = TfliteClassifier(num_threads=settings.inference.threads, views=settings.inference.classifier_views)
     entries: list[dict[str, Any]] = []
     for path in args.images:
         try:

@@ -1,7 +1,8 @@
 """Training augmentation (numpy + OpenCV, one sample at a time, deterministic per (seed, epoch, index)).
 
 Models what changes between devices, stains and the runtime's own cell finder:
-scale (+-18 %), rotation (any angle) and flips, centring error (+-1.5 um), stain / colour shifts (HSV hue,
+scale (-15/+18 %), rotation (any angle) and flips, centring error (+-7 % of the square), tight crops
+(plain background beyond the cell), stain / colour shifts (HSV hue,
 saturation and value; Lab a/b shifts; per-channel gain, contrast, gamma), defocus blur, sensor noise and
 JPEG re-compression.
 """
@@ -13,29 +14,51 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from agent.inference.cell_crop import background_colour
 
-def _affine(src_px: int, src_um_per_px: float, out: int, out_um_per_px: float, rng, strength: float):
-    scale = np.exp(rng.uniform(np.log(0.85), np.log(1.18))) if strength > 0 else 1.0
-    angle = rng.uniform(0, 360) if strength > 0 else 0.0
-    shift_um = rng.uniform(-1.5, 1.5, 2) * strength
-    flip = rng.random() < 0.5 and strength > 0
-    s = scale * src_um_per_px / out_um_per_px  # src px -> out px
+
+def _affine(src_px: int, out: int, zoom: float, rng, scale_range, shift_frac):
+    scale = np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1])))
+    angle = rng.uniform(0, 360)
+    shift = rng.uniform(-shift_frac, shift_frac, 2) * out
+    s = scale * zoom  # src px -> out px
     c = (src_px - 1) / 2.0
     m = cv2.getRotationMatrix2D((c, c), angle, s)
     # move the source centre (plus the centring error) to the output centre
-    m[:, 2] += (out - 1) / 2.0 - c + shift_um / out_um_per_px
-    if flip:
+    m[:, 2] += (out - 1) / 2.0 - c + shift
+    if rng.random() < 0.5:
         m[0, :] *= -1
         m[0, 2] += out - 1
     return m
 
 
-def augment(img: np.ndarray, src_um_per_px: float, out: int, out_um_per_px: float, rng: np.random.Generator) -> np.ndarray:
-    """img: uint8 RGB square (cache resolution). Returns uint8 RGB out x out."""
-    m = _affine(img.shape[0], src_um_per_px, out, out_um_per_px, rng, 1.0)
+def augment(img: np.ndarray, out: int, zoom: float, rng: np.random.Generator,
+            scale_range: tuple[float, float] = (0.85, 1.18), shift_frac: float = 0.07) -> np.ndarray:
+    """img: uint8 RGB square, the cell in the middle. Returns uint8 RGB out x out, where ``zoom`` output px per
+    source px is the canonical scale; ``scale_range`` and ``shift_frac`` (of ``out``) are the errors of the
+    runtime's cell measurement and centring on other devices."""
+    m = _affine(img.shape[0], out, zoom, rng, scale_range, shift_frac)
     x = cv2.warpAffine(img, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-
+    if rng.random() < TIGHT_CROP_P:
+        x = tight_crop(x, rng)
     return colour_jitter(x, rng)
+
+
+TIGHT_CROP_P = 0.3
+
+
+def tight_crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What the runtime makes of a crop cut tightly around the cell: outside a square of 0.45-0.8 of the
+    side (the nucleus spans 0.4) only plain background, no neighbouring red cells to judge size by."""
+    out = x.shape[0]
+    half = rng.uniform(0.225, 0.4) * out
+    cx, cy = (out - 1) / 2.0 + rng.uniform(-0.05, 0.05, 2) * out
+    x0, x1 = int(round(cx - half)), int(round(cx + half))
+    y0, y1 = int(round(cy - half)), int(round(cy + half))
+    kept = np.empty_like(x)
+    kept[:] = background_colour(x).astype(np.uint8)
+    kept[max(0, y0):y1, max(0, x0):x1] = x[max(0, y0):y1, max(0, x0):x1]
+    return kept
 
 
 @dataclass(frozen=True)

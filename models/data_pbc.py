@@ -1,9 +1,9 @@
 """PBC data set: file listing, the fixed split, the canonical crop and the cached arrays.
 
-Canonical classifier input (also written to ``wbc_classifier_spec.json``):
-a square of ``FIELD_UM`` micrometres centred on the cell, resized with ``cv2.INTER_AREA`` to
-``size`` x ``size`` pixels, RGB order, uint8 0..255 (the int8 model takes ``pixel - 128``).
-PBC half-scale crops are 0.12 um/px with the cell in the middle.
+Canonical classifier input (also written to ``wbc_classifier_spec.json``): the runtime's cell square
+(``agent/inference/cell_crop.py``: ``CROP_FACTOR`` times the stained nucleus's measured diameter, centred
+on it), resized to ``size`` x ``size`` pixels, RGB order, uint8 0..255 (the int8 model takes
+``pixel - 128``). Training cuts its crops with the runtime's code, so both see the same measurement errors.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent.inference.cell_crop import CellSquare, balance_background, cut_square, locate_cell
+
 CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
-PBC_UM_PER_PX = 0.12
-FIELD_UM = 20.0  # side of the canonical square crop, in micrometres
 N_SPRITES = 12  # first files per class (sorted by name) kept for virtual-slide sprites: in no split
 VAL_FRACTION = 0.15
 SPLIT_SEED = 20240613
-CACHE_UM_PER_PX = 0.2  # training cache resolution (the augmentation resamples from it)
-CACHE_FIELD_UM = 21.6  # whole width of a PBC crop (180 px * 0.12)
+CROP_FACTOR = 2.5  # side of the model's square, in nucleus diameters (agent/inference/cell_crop.py)
+CACHE_MARGIN = 1.4  # the training cache's square is this much wider, for the augmentation's zoom and shifts
 
 
 def subclass(path: Path) -> str:
@@ -66,40 +66,24 @@ def make_split(data: Path, seed: int = SPLIT_SEED, val_fraction: float = VAL_FRA
     return split
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def read_bgr(path: Path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise OSError(f"cannot read {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return bgr
 
 
-def canonical_crop(
-    image: np.ndarray,
-    um_per_px: float,
-    size: int,
-    center: tuple[float, float] | None = None,
-    field_um: float = FIELD_UM,
-) -> np.ndarray:
-    """The model's input, the reference that the runtime must reproduce.
+def cell_square(bgr: np.ndarray, factor: float) -> CellSquare:
+    """Where the model looks in a PBC crop: the runtime's own cell-centred square, scale-free (no hint)."""
+    return locate_cell(bgr, factor)
 
-    side = round(field_um / um_per_px) source pixels; the square [x0, x0 + side) x [y0, y0 + side) with
-    x0 = round(cx - side / 2), y0 = round(cy - side / 2) around ``center`` = (cx, cy) (default: the image
-    centre ((w - 1) / 2, (h - 1) / 2)); parts outside the image are filled by cv2.BORDER_REFLECT_101;
-    then cv2.resize to size x size with INTER_AREA (INTER_LINEAR when enlarging).
-    Works on any channel order: it only resamples.
-    """
-    h, w = image.shape[:2]
-    cx, cy = ((w - 1) / 2.0, (h - 1) / 2.0) if center is None else center
-    side = max(1, int(round(field_um / um_per_px)))
-    x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
-    x1, y1 = x0 + side, y0 + side
-    pad = max(0, -x0, -y0, x1 - w, y1 - h)
-    if pad:
-        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
-        x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
-    sub = image[y0:y1, x0:x1]
-    interp = cv2.INTER_AREA if side >= size else cv2.INTER_LINEAR
-    return cv2.resize(sub, (size, size), interpolation=interp)
+
+def canonical_crop(bgr: np.ndarray, size: int, factor: float, margin: float = 1.0) -> np.ndarray:
+    """The model's input (RGB) for a crop with the cell in the middle; ``margin`` > 1 widens the square
+    (the training cache keeps room for the augmentation's zoom, shift and rotation)."""
+    sq = cell_square(bgr, factor)
+    square = balance_background(cut_square(bgr, sq.cx, sq.cy, sq.side_px * margin, size))
+    return cv2.cvtColor(square, cv2.COLOR_BGR2RGB)
 
 
 def _cache_key(items: list, tag: str) -> str:
@@ -109,17 +93,17 @@ def _cache_key(items: list, tag: str) -> str:
     return h.hexdigest()[:10]
 
 
-def load_arrays(items: list, tag: str, cache_dir: Path, size: int, field_um: float, um_per_px: float = PBC_UM_PER_PX):
+def load_arrays(items: list, tag: str, cache_dir: Path, size: int, factor: float, margin: float = 1.0):
     """Decode once and cache (x uint8 N x size x size x 3 RGB, y int) under cache_dir."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = _cache_key(items, f"{tag}-{size}-{field_um}")
+    key = _cache_key(items, f"{tag}-{size}-cell{factor}-m{margin}-balanced-bgpad")
     fx, fy = cache_dir / f"{tag}_{size}px_{key}_x.npy", cache_dir / f"{tag}_{size}px_{key}_y.npy"
     if fx.exists() and fy.exists():
         return np.load(fx), np.load(fy)
     x = np.empty((len(items), size, size, 3), np.uint8)
     for i, (p, _) in enumerate(items):
-        x[i] = canonical_crop(read_rgb(p), um_per_px, size, field_um=field_um)
+        x[i] = canonical_crop(read_bgr(p), size, factor, margin)
     y = np.array([ci for _, ci in items], np.int64)
     np.save(fx, x)
     np.save(fy, y)
@@ -127,5 +111,3 @@ def load_arrays(items: list, tag: str, cache_dir: Path, size: int, field_um: flo
     return x, y
 
 
-def train_cache_size() -> int:
-    return int(round(CACHE_FIELD_UM / CACHE_UM_PER_PX))  # 108 px covering the whole PBC crop

@@ -21,7 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models import data_pbc
+from agent.inference.cell_crop import balance_background, cut_square, locate_cell
+from agent.inference.tflite_classifier import VIEW_CHOICES, average_views, views
+from models import crop_variants, data_pbc
 
 MODELS_DIR = Path(__file__).resolve().parent
 
@@ -39,7 +41,8 @@ def make_interpreter(path: Path, threads: int = 1):
 class Runner:
     """Runs a TFLite classifier on uint8 RGB canonical crops (int8 or float32 input)."""
 
-    def __init__(self, path: Path, threads: int = 1):
+    def __init__(self, path: Path, threads: int = 1, n_views: int = 1):
+        self.n_views = n_views
         self.it = make_interpreter(path, threads)
         self.i = self.it.get_input_details()[0]
         self.o = self.it.get_output_details()[0]
@@ -62,7 +65,8 @@ class Runner:
         return y
 
     def predict(self, xs: np.ndarray) -> np.ndarray:
-        return np.stack([self.probs(x) for x in xs])
+        """Probabilities averaged over ``n_views`` views, as the runtime does."""
+        return np.stack([average_views([self.probs(v) for v in views(x, self.n_views)]) for x in xs])
 
     def latency_ms(self, rgb: np.ndarray, n: int = 500, warmup: int = 50) -> float:
         self.set(rgb)
@@ -76,6 +80,25 @@ class Runner:
         return float(np.median(ts) * 1e3)
 
 
+def classify_latency_ms(model_dir: Path, items: list) -> dict:
+    """Median time of the runtime's whole ``classify`` (find the cell, cut, balance, views, invoke) per
+    PBC crop already in memory, at 1 thread, for each view count."""
+    from agent.inference.tflite_classifier import TfliteClassifier
+
+    crops = [data_pbc.read_bgr(p) for p, _ in items]
+    out = {}
+    for n in VIEW_CHOICES:
+        clf = TfliteClassifier(model_dir, num_threads=1, views=n)
+        clf.classify(crops[0])
+        ts = []
+        for crop in crops:
+            t = time.perf_counter()
+            clf.classify(crop)
+            ts.append(time.perf_counter() - t)
+        out[f"classify_{n}views_1thread"] = float(np.median(ts) * 1e3)
+    return out
+
+
 def metrics(y: np.ndarray, p: np.ndarray, n: int) -> dict:
     cm = np.zeros((n, n), int)
     for a, b in zip(y, p):
@@ -86,56 +109,63 @@ def metrics(y: np.ndarray, p: np.ndarray, n: int) -> dict:
             "support": cm.sum(1).tolist(), "confusion": cm.tolist()}
 
 
-def segwbc(runner: Runner, root: Path, size: int, field_um: float, classes: list[str]) -> dict:
-    """SegWBC Dataset 2 (300x300, 5 classes, unchecked labels). Its scale is not published: estimated by
-    assuming the median WBC (mask: cytoplasm + nucleus) equivalent diameter is 11.5 um, as in PBC
-    (cells 80-110 px at 0.12 um/px); results are also given for a sweep of scales."""
+def runtime_crop(bgr: np.ndarray, factor: float, size: int, um_per_px: float | None = None) -> np.ndarray:
+    """What the runtime feeds the model for a crop: its cell square, as uint8 RGB."""
+    sq = locate_cell(bgr, factor, um_per_px)
+    return cv2.cvtColor(balance_background(cut_square(bgr, sq.cx, sq.cy, sq.side_px, size)), cv2.COLOR_BGR2RGB)
+
+
+def segwbc(runner: Runner, root: Path, size: int, factor: float, classes: list[str]) -> dict:
+    """SegWBC Dataset 2 (300x300, 5 classes, unchecked labels) through the runtime's crop: without a scale,
+    and with the scale estimated by assuming the median WBC (mask: cytoplasm + nucleus) is 11.5 um wide."""
     with open(root / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    imgs, labels, cents, diams = [], [], [], []
+    imgs, labels, diams = [], [], []
     for r in rows:
-        bgr = cv2.imread(str(root / "images" / r["image"]))
+        imgs.append(cv2.imread(str(root / "images" / r["image"])))
         m = cv2.imread(str(root / "masks" / r["image"]), cv2.IMREAD_GRAYSCALE) > 0
-        ys, xs = np.nonzero(m)
-        imgs.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         labels.append(classes.index(r["label"]))
-        cents.append((float(xs.mean()), float(ys.mean())))
         diams.append(2.0 * np.sqrt(m.sum() / np.pi))
     labels = np.array(labels)
     present = sorted(set(labels.tolist()))
     um_est = 11.5 / float(np.median(diams))
     out = {"n": len(rows), "classes_present": [classes[k] for k in present],
            "median_wbc_diameter_px": float(np.median(diams)), "um_per_px_estimate": um_est, "runs": []}
-    for scale in sorted({round(um_est, 4), 0.055, 0.065, 0.075, 0.085}):
-        for where in ("image_centre", "mask_centroid"):
-            xs = np.stack([
-                data_pbc.canonical_crop(im, scale, size, None if where == "image_centre" else c, field_um)
-                for im, c in zip(imgs, cents)
-            ])
-            pr = runner.predict(xs)
-            p8 = pr.argmax(1)
-            p5 = np.array(present)[pr[:, present].argmax(1)]
-            out["runs"].append({"um_per_px": scale, "centre": where, "acc_8way": float((p8 == labels).mean()),
-                                "acc_within_5": float((p5 == labels).mean()),
-                                "confusion_8way": metrics(labels, p8, len(classes))["confusion"]})
+    for hint in (None, round(um_est, 4)):
+        pr = runner.predict(np.stack([runtime_crop(im, factor, size, hint) for im in imgs]))
+        p8 = pr.argmax(1)
+        p5 = np.array(present)[pr[:, present].argmax(1)]
+        m8 = metrics(labels, p8, len(classes))
+        out["runs"].append({"um_per_px": hint, "acc_8way": float((p8 == labels).mean()),
+                            "acc_within_5": float((p5 == labels).mean()),
+                            "recall_8way": {classes[k]: m8["recall"][k] for k in present},
+                            "confusion_8way": m8["confusion"]})
     return out
 
 
-def robustness(runner: Runner, items: list, y: np.ndarray, size: int, field: float) -> list[dict]:
-    """Re-crop the validation JPEGs with a wrong um/px (the cell appears larger/smaller) or an off-centre cell."""
-    imgs = [data_pbc.read_rgb(p) for p, _ in items]
+def _zoomed(factor: float):
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return lambda im: cv2.resize(im, None, fx=factor, fy=factor, interpolation=interpolation)
+
+
+SCALE_VARIANTS = (
+    ("as given", None, None), ("as given, hint 0.11", None, 0.11), ("whole crop x0.5", _zoomed(0.5), None),
+    ("whole crop x0.7", _zoomed(0.7), None), ("whole crop x1.4", _zoomed(1.4), None),
+    ("whole crop x2.0", _zoomed(2.0), None),
+    ("tight: middle 100 px to 160 px (cell fills the crop, x1.6)", crop_variants.filled_160, None),
+    ("small: x0.6 in a 300 px canvas of plasma", crop_variants.small_in_300, None),
+)
+
+
+def robustness(runner: Runner, items: list, y: np.ndarray, size: int, factor: float) -> list[dict]:
+    """The validation JPEGs resized (the same cells at other pixel scales) through the runtime's crop."""
+    imgs = [data_pbc.read_bgr(p) for p, _ in items]
     out = []
-    for factor, shift_um in ((1.0, 0.0), (0.8, 0.0), (0.9, 0.0), (1.1, 0.0), (1.25, 0.0), (1.0, 1.5), (1.0, 3.0)):
-        um = data_pbc.PBC_UM_PER_PX * factor
-        xs = []
-        for k, im in enumerate(imgs):
-            h, w = im.shape[:2]
-            a = 2 * np.pi * ((k * 0.618) % 1.0)
-            c = ((w - 1) / 2 + np.cos(a) * shift_um / data_pbc.PBC_UM_PER_PX,
-                 (h - 1) / 2 + np.sin(a) * shift_um / data_pbc.PBC_UM_PER_PX)
-            xs.append(data_pbc.canonical_crop(im, um, size, c, field))
-        acc = float((runner.predict(np.stack(xs)).argmax(1) == y).mean())
-        out.append({"assumed_um_per_px_factor": factor, "centre_error_um": shift_um, "acc": acc})
+    for name, variant, hint in SCALE_VARIANTS:
+        xs = [runtime_crop(variant(im) if variant else im, factor, size, hint) for im in imgs]
+        p = runner.predict(np.stack(xs)).argmax(1)
+        recall = {c: float((p[y == k] == k).mean()) for k, c in enumerate(data_pbc.CLASSES)}
+        out.append({"variant": name, "um_per_px_hint": hint, "acc": float((p == y).mean()), "recall": recall})
     return out
 
 
@@ -171,6 +201,8 @@ def main(argv=None):
     ap.add_argument("--float-model", type=Path, default=None, help="default: RUN/wbc_classifier_float32.tflite")
     ap.add_argument("--data", type=Path, default=None, help="default: the run's config")
     ap.add_argument("--segwbc", type=Path, default=Path("../shared/datasets/segwbc_d2"))
+    ap.add_argument("--views", type=int, default=2, choices=VIEW_CHOICES,
+                    help="views averaged per crop, as inference.classifier_views (default 2, the runtime's default)")
     ap.add_argument("--latency", action="store_true", help="measure latency (only on an idle CPU)")
     ap.add_argument("--latency-runs", type=int, default=1000)
     ap.add_argument("--robustness", action="store_true",
@@ -181,46 +213,51 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     cfg = json.loads((args.run / "config.json").read_text())
-    size, field = cfg["size"], cfg["field_um"]
+    size, factor = cfg["size"], cfg["crop_factor"]
     data = args.data or Path(cfg["data"])
     classes = data_pbc.CLASSES
     fmodel = args.float_model or args.run / "wbc_classifier_float32.tflite"
     split = data_pbc.make_split(data, seed=cfg["split_seed"])
     cache = args.run.parent / "cache"
-    xva, yva = data_pbc.load_arrays(split["val"], "val", cache, size, field)
-    xsp, ysp = data_pbc.load_arrays(split["sprites"], "sprites", cache, size, field)
+    xva, yva = data_pbc.load_arrays(split["val"], "val", cache, size, factor)
+    xsp, ysp = data_pbc.load_arrays(split["sprites"], "sprites", cache, size, factor)
 
-    q, f = Runner(args.model), Runner(fmodel)
+    q, f = Runner(args.model, n_views=args.views), Runner(fmodel, n_views=args.views)
     res = {"model": str(args.model), "size_bytes": args.model.stat().st_size, "float_model": str(fmodel),
            "input": {"shape": [int(v) for v in q.i["shape"]], "dtype": np.dtype(q.i["dtype"]).name,
                      "quantization": [float(v) for v in q.i["quantization"]]},
            "output": {"shape": [int(v) for v in q.o["shape"]], "dtype": np.dtype(q.o["dtype"]).name,
                       "quantization": [float(v) for v in q.o["quantization"]]},
-           "classes": classes, "config": cfg}
+           "classes": classes, "config": cfg, "views": args.views}
     pq, pf = q.predict(xva), f.predict(xva)
     res["val_int8"] = metrics(yva, pq.argmax(1), len(classes))
     res["val_float"] = metrics(yva, pf.argmax(1), len(classes))
     res["val_agreement"] = float((pq.argmax(1) == pf.argmax(1)).mean())
+    res["val_acc_by_views"] = {
+        f"{name} {n}": float((Runner(path, n_views=n).predict(xva).argmax(1) == yva).mean())
+        for name, path in (("int8", args.model), ("float32", fmodel)) for n in VIEW_CHOICES}
     res["sprites_int8"] = metrics(ysp, q.predict(xsp).argmax(1), len(classes))
     res["sprites_float"] = metrics(ysp, f.predict(xsp).argmax(1), len(classes))
     if args.segwbc.exists():
-        res["segwbc_int8"] = segwbc(q, args.segwbc, size, field, classes)
+        res["segwbc_int8"] = segwbc(q, args.segwbc, size, factor, classes)
     if args.latency:
         x = xva[0]
         res["latency_ms"] = {"cpu": platform.processor() or platform.machine(), "runs": args.latency_runs}
         for name, path in (("int8", args.model), ("float32", fmodel)):
             for th in (1, 2):
                 res["latency_ms"][f"{name}_{th}thread"] = Runner(path, th).latency_ms(x, args.latency_runs)
+        res["latency_ms"].update(classify_latency_ms(args.model.parent, split["val"][:200]))
     if args.robustness:
-        res["robustness_int8"] = robustness(q, split["val"], yva, size, field)
+        res["robustness_int8"] = robustness(q, split["val"], yva, size, factor)
     if args.write_samples:
         res["samples"] = write_samples(args.write_samples, split["val"], yva, pq.argmax(1), pf.argmax(1), classes)
     (args.run / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
 
     L = []
     vi, vf = res["val_int8"], res["val_float"]
-    L.append(f"Validation ({vi['n']} crops): int8 {fmt_pct(vi['acc'])} %, float32 {fmt_pct(vf['acc'])} %, "
-             f"int8/float agreement {fmt_pct(res['val_agreement'])} %")
+    L.append(f"Validation ({vi['n']} crops, {args.views} views): int8 {fmt_pct(vi['acc'])} %, float32 "
+             f"{fmt_pct(vf['acc'])} %, int8/float agreement {fmt_pct(res['val_agreement'])} %")
+    L.append("By views: " + ", ".join(f"{k} {fmt_pct(v)} %" for k, v in res["val_acc_by_views"].items()))
     L.append(f"Held-out sprite crops ({res['sprites_int8']['n']}): int8 {fmt_pct(res['sprites_int8']['acc'])} %, "
              f"float32 {fmt_pct(res['sprites_float']['acc'])} %")
     L.append("")
@@ -243,19 +280,21 @@ def main(argv=None):
                  f"estimated scale {s['um_per_px_estimate']:.4f} um/px from median WBC diameter "
                  f"{s['median_wbc_diameter_px']:.0f} px = 11.5 um), int8:")
         L.append("")
-        L.append("| um/px | crop centre | accuracy (8-way) | accuracy (argmax over the 5 present classes) |")
-        L.append("| ---: | --- | ---: | ---: |")
+        L.append("| um/px hint | accuracy (8-way) | accuracy (argmax over the 5 present classes) | recall per class (8-way) |")
+        L.append("| ---: | ---: | ---: | --- |")
         for r in s["runs"]:
-            L.append(f"| {r['um_per_px']:.4f} | {r['centre']} | {fmt_pct(r['acc_8way'])} | {fmt_pct(r['acc_within_5'])} |")
+            hint = "none" if r["um_per_px"] is None else f"{r['um_per_px']:.4f}"
+            rec = ", ".join(f"{c} {fmt_pct(v)}" for c, v in r["recall_8way"].items())
+            L.append(f"| {hint} | {fmt_pct(r['acc_8way'])} | {fmt_pct(r['acc_within_5'])} | {rec} |")
     if "robustness_int8" in res:
         L.append("")
-        L.append("Validation accuracy (int8) when the runtime gets the scale or the centre wrong "
-                 "(factor > 1: assumed um/px too large, so the crop is too tight and the cell appears larger):")
+        L.append("Validation accuracy (int8, the runtime's crop) with the JPEGs resized, i.e. the same cells at "
+                 "other pixel scales:")
         L.append("")
-        L.append("| um/px factor | centre error (um) | accuracy |")
-        L.append("| ---: | ---: | ---: |")
+        L.append("| variant | accuracy | " + " | ".join(c[:4] for c in classes) + " |")
+        L.append("| --- | ---: |" + " ---: |" * len(classes))
         for r in res["robustness_int8"]:
-            L.append(f"| {r['assumed_um_per_px_factor']:.2f} | {r['centre_error_um']:.1f} | {fmt_pct(r['acc'])} |")
+            L.append(f"| {r['variant']} | {fmt_pct(r['acc'])} | " + " | ".join(fmt_pct(r["recall"][c]) for c in classes) + " |")
     if "latency_ms" in res:
         lt = res["latency_ms"]
         L.append("")

@@ -82,22 +82,23 @@ def main(argv=None):
     from models import data_pbc
 
     cfg = json.loads((args.run / "config.json").read_text())
-    size, field = cfg["size"], cfg["field_um"]
+    size, factor = cfg["size"], cfg["crop_factor"]
     model = keras.models.load_model(args.run / f"{args.weights}.keras", compile=False)
 
     split = data_pbc.make_split(Path(cfg["data"]), seed=cfg["split_seed"])
     rng = np.random.default_rng(args.seed)
     items = [split["train"][i] for i in sorted(rng.choice(len(split["train"]), args.n_calib, replace=False))]
-    calib, _ = data_pbc.load_arrays(items, f"calib{args.seed}", args.run.parent / "cache", size, field)
+    calib, _ = data_pbc.load_arrays(items, f"calib{args.seed}", args.run.parent / "cache", size, factor)
 
     q = convert(model, size, calib)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(q)
     f = convert(model, size, None)
     (args.run / "wbc_classifier_float32.tflite").write_bytes(f)
+    model_dir = args.out.parent
 
     info = describe(q)
-    labels_path = args.out.parent / "wbc_classifier_labels.txt"
+    labels_path = model_dir / "wbc_classifier_labels.txt"
     labels_path.write_text("\n".join(data_pbc.CLASSES) + "\n")
     spec = {
         "model": args.out.name,
@@ -107,21 +108,22 @@ def main(argv=None):
             **info["input"],
             "layout": "NHWC",
             "colour_order": "RGB",
-            "field_um": field,
             "size_px": size,
-            "um_per_px": field / size,
-            "crop": "square of side round(field_um / um_per_px_of_image) source px centred on the cell, "
+            "crop_factor": factor,
+            "crop": "agent/inference/cell_crop.py: a square of crop_factor x the convex-hull diameter of the "
+                    "stained nucleus nearest the middle (CellFinder, two passes), centred on it; "
                     "x0 = round(cx - side/2), y0 = round(cy - side/2), outside filled by BORDER_REFLECT_101, "
-                    "cv2.resize to size_px x size_px, INTER_AREA (INTER_LINEAR when enlarging)",
+                    "cv2.resize to size_px x size_px, INTER_AREA (INTER_LINEAR when enlarging), then "
+                    "balance_background (per-channel gains bringing the brightest tenth to the training background)",
             "quantise": "int8 = uint8_rgb - 128 (scale 1.0, zero point -128)",
         },
         "output": {**info["output"], "meaning": "softmax probabilities in the order of 'classes'",
                    "dequantise": "p = (int8 - zero_point) * scale"},
         "ops": info["ops"],
-        "trained_on": "PBC (Acevedo et al. 2020), 0.12 um/px half-scale crops",
+        "trained_on": "PBC (Acevedo et al. 2020), half-scale crops (about 0.17 um/px), cell-centred squares",
         "keras_run": cfg,
     }
-    (args.out.parent / "wbc_classifier_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    (model_dir / "wbc_classifier_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     print(json.dumps({k: info[k] for k in ("input", "output", "ops")}, indent=1))
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
 

@@ -28,7 +28,8 @@ def parse(argv=None):
     ap.add_argument("--data", type=Path, default=Path("../shared/datasets/pbc"))
     ap.add_argument("--out", type=Path, default=Path("runs/classifier"))
     ap.add_argument("--size", type=int, default=80, help="model input side in px")
-    ap.add_argument("--field-um", type=float, default=20.0, help="side of the canonical crop in micrometres")
+    ap.add_argument("--crop-factor", type=float, default=None,
+                    help="side of the model's square in nucleus diameters (default: data_pbc.CROP_FACTOR)")
     ap.add_argument("--width", default="m", choices=["s", "m"])
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--batch", type=int, default=64)
@@ -52,8 +53,8 @@ def main(argv=None):
         if not cfg_path.exists():
             raise SystemExit(f"--resume: no {cfg_path}")
         saved = json.loads(cfg_path.read_text())
-        for k in ("data", "size", "field_um", "width", "epochs", "batch", "lr", "wd", "label_smoothing", "seed"):
-            setattr(args, k, type(getattr(args, k))(saved[k]) if k != "data" else Path(saved[k]))
+        for k in ("data", "size", "crop_factor", "width", "epochs", "batch", "lr", "wd", "label_smoothing", "seed"):
+            setattr(args, k, Path(saved[k]) if k == "data" else saved[k])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import cv2
 
@@ -69,23 +70,23 @@ def main(argv=None):
     from models.augment import augment
     from models.net import build_model
 
+    if args.crop_factor is None:
+        args.crop_factor = data_pbc.CROP_FACTOR
     cache_dir = out.parent / "cache"
     split = data_pbc.make_split(args.data)
-    out_um = args.field_um / args.size
-    cache_um = out_um / 1.25
-    cache_px = int(round(data_pbc.CACHE_FIELD_UM / cache_um))
-    cache_field = cache_px * cache_um
+    cache_px = int(round(args.size * data_pbc.CACHE_MARGIN))
+    zoom = args.size * data_pbc.CACHE_MARGIN / cache_px  # output px per cache px at the canonical scale
     t0 = time.time()
-    xtr, ytr = data_pbc.load_arrays(split["train"], "train", cache_dir, cache_px, cache_field)
-    xva, yva = data_pbc.load_arrays(split["val"], "val", cache_dir, args.size, args.field_um)
+    xtr, ytr = data_pbc.load_arrays(split["train"], "train", cache_dir, cache_px, args.crop_factor, data_pbc.CACHE_MARGIN)
+    xva, yva = data_pbc.load_arrays(split["val"], "val", cache_dir, args.size, args.crop_factor)
     print(f"data: train {xtr.shape} val {xva.shape} ({time.time() - t0:.0f} s)", flush=True)
 
     cfg = {
-        "data": str(args.data), "size": args.size, "field_um": args.field_um, "width": args.width,
+        "data": str(args.data), "size": args.size, "crop_factor": args.crop_factor, "width": args.width,
         "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "wd": args.wd,
         "label_smoothing": args.label_smoothing, "seed": args.seed, "split_seed": data_pbc.SPLIT_SEED,
         "n_train": int(len(ytr)), "n_val": int(len(yva)), "classes": data_pbc.CLASSES,
-        "cache_um_per_px": cache_um, "cache_px": cache_px,
+        "cache_margin": data_pbc.CACHE_MARGIN, "cache_px": cache_px,
     }
     if not args.resume:
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
@@ -109,7 +110,7 @@ def main(argv=None):
         def __getitem__(self, i):
             idx = self._order()[i * args.batch : (i + 1) * args.batch]
             rng = np.random.default_rng([args.seed, self.epoch, i])
-            xb = np.stack([augment(xtr[j], cache_um, args.size, out_um, rng) for j in idx]).astype(np.float32)
+            xb = np.stack([augment(xtr[j], args.size, zoom, rng) for j in idx]).astype(np.float32)
             yb = keras.utils.to_categorical(ytr[idx], n_classes)
             return xb, yb
 

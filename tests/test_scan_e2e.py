@@ -16,12 +16,17 @@ import pytest
 
 from agent.assembly import build_slide
 from agent.config import settings_from_dict
+from agent.inference.base import PREDICTION_CODES
 from agent.inference.boxes import iou
 from agent.results.names import parse_name
 from agent.results.schema import consistency_errors, load_schema
 from tests.conftest import REPO
 
 FIELDS = 10
+CLASS_CODES = {code for label, code in PREDICTION_CODES.items() if label not in ("wbc", "rbc")}
+# The virtual slide's cells are PBC cut-outs among synthetic red cells: the shipped classifier names 34 of 54
+# right over 40 fields (benchmarks/classifier_fields.py slide), 8 of 13 in this scan; chance is 1 in 8.
+MIN_SLIDE_ACCURACY = 0.45
 
 
 def load_test(test_dir: Path):
@@ -105,13 +110,25 @@ def test_summary_is_printed(scanned):
     assert "fields: 10" in result.stdout and "WBCs:" in result.stdout
 
 
-def test_cells_carry_per_cell_focus_and_unclassified_code(scanned):
+def test_cells_carry_per_cell_focus_and_a_class_from_the_default_models(scanned):
     test_dir, _ = scanned
-    doc, records, _ = load_test(test_dir)
+    doc, records, manifest = load_test(test_dir)
     cells = [c for entry in doc.values() for c in entry["cell_prediction"].values()]
     assert cells
-    assert all(c["prediction"] == 9 for c in cells)  # no classifier configured: never a guessed class
+    assert all(c["prediction"] in CLASS_CODES for c in cells)  # the int8 classifier is the default: no code 9
     assert all(0 <= c["focus"] < 10 for c in cells)
+    settings = settings_from_dict(manifest["config"], "manifest")
+    slide, cam = build_slide(settings), settings.camera
+    right = total = 0
+    for record in records:
+        truth = slide.truth(record["stage_um"][0], record["stage_um"][1], cam.width_px, cam.height_px, cam.um_per_px)
+        for cell in record["cells"]:
+            match = max(truth.cells, key=lambda t: iou(cell["location"], t.box), default=None)
+            if match is not None and match.fully_inside and iou(cell["location"], match.box) >= 0.5:
+                total += 1
+                right += cell["label"] == match.label
+    # The slide's cells are PBC crops that no training or validation split used.
+    assert total >= 5 and right / total >= MIN_SLIDE_ACCURACY, (right, total)
 
 
 def _wait_for_lines(path: Path, lines: int, timeout_s: float) -> None:

@@ -61,8 +61,8 @@ class Classifier(abc.ABC):
     name: str = "classifier"
 
     @abc.abstractmethod
-    def classify(self, crop: np.ndarray, um_per_px: float) -> Classification:
-        """``crop`` is BGR uint8 with the cell roughly centred."""
+    def classify(self, crop: np.ndarray, um_per_px: float | None) -> Classification:
+        """``crop`` is BGR uint8 with the cell roughly centred; ``um_per_px`` its scale, None if unknown."""
 
 
 class NoClassifier(Classifier):
@@ -70,5 +70,5 @@ class NoClassifier(Classifier):
 
     name = "none"
 
-    def classify(self, crop: np.ndarray, um_per_px: float) -> Classification:
+    def classify(self, crop: np.ndarray, um_per_px: float | None) -> Classification:
         return Classification(label="wbc", confidence=0.0)

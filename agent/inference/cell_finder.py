@@ -36,7 +36,9 @@ class CellFinderParams:
     blur_sigma_um: float = 0.4
     """Smooths JPEG chroma blocks and granules before thresholding."""
     min_contrast: float = 18.0
-    """Lowest threshold above the crop's median blueness (grey levels): plasma and red cells stay out."""
+    """Lowest threshold above the reference blueness (grey levels): plasma and red cells stay out."""
+    filled_reference_contrast: float = 30.0
+    """The reference level is at most this far above the crop's 5th percentile of blueness."""
     bridge_um: float = 1.0
     """Dilation radius that joins the lobes of one nucleus."""
     min_nucleus_um2: float = 3.0
@@ -73,8 +75,12 @@ class CellFinder:
         sigma_px = p.blur_sigma_um / um_per_px_hint
         if sigma_px > 0.3:
             blue = cv2.GaussianBlur(blue, (0, 0), sigma_px)
-        median = float(np.median(blue))
-        shifted = np.clip(blue - median, 0, 255).astype(np.uint8)
+        # Reference level: the crop's median, which is plasma and red cells when they fill most of it; a crop
+        # filled by the cell itself has a stained median, so the reference is capped just above the least
+        # stained pixels instead.
+        low, median = (float(v) for v in np.percentile(blue, (5, 50)))
+        reference = min(median, low + p.filled_reference_contrast)
+        shifted = np.clip(blue - reference, 0, 255).astype(np.uint8)
         otsu, _ = cv2.threshold(shifted, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         mask = (shifted > max(float(otsu), p.min_contrast)).astype(np.uint8)
         if not mask.any():
@@ -94,13 +100,14 @@ class CellFinder:
         best = int(np.argmax(weight))
         if weight[best] <= 0.0:
             return None
-        ys, xs = np.nonzero((labels == best) & (mask > 0))
-        points = np.stack([xs, ys], axis=1).astype(np.int32)
-        hull = cv2.convexHull(points)
-        area = max(float(cv2.contourArea(hull)), float(len(xs)))
+        nucleus = ((labels == best) & (mask > 0)).astype(np.uint8)
+        # The hull of a pixel set is the hull of its outer boundary pixels: far fewer points to hull.
+        contours, _ = cv2.findContours(nucleus, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        hull = cv2.convexHull(np.concatenate(contours))
+        stained_px = cv2.countNonZero(nucleus)
+        area = max(float(cv2.contourArea(hull)), float(stained_px))
         moments = cv2.moments(hull)
-        if moments["m00"] > 0:
-            cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
-        else:
-            cx, cy = float(xs.mean()), float(ys.mean())
-        return FoundCell(cx=cx, cy=cy, diameter_px=float(np.sqrt(4.0 * area / np.pi)), stained_px=int(len(xs)))
+        if moments["m00"] <= 0:  # a line of pixels: their own centroid
+            moments = cv2.moments(nucleus, binaryImage=True)
+        cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
+        return FoundCell(cx=cx, cy=cy, diameter_px=float(np.sqrt(4.0 * area / np.pi)), stained_px=int(stained_px))

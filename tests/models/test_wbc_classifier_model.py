@@ -21,7 +21,6 @@ LABELS = ROOT / "models" / "wbc_classifier_labels.txt"
 SPEC = ROOT / "models" / "wbc_classifier_spec.json"
 SAMPLES = sorted((Path(__file__).parent / "samples").glob("*__*.jpg"))
 PBC = ROOT.parent / "shared" / "datasets" / "pbc"
-PBC_UM_PER_PX = 0.12
 
 from ai_edge_litert.interpreter import Interpreter  # a runtime dependency: its absence is a failure
 
@@ -78,9 +77,9 @@ def classifier():
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
 def test_runtime_classifies_validation_samples(classifier, path):
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    probs = classifier.probabilities(bgr, PBC_UM_PER_PX)
+    probs = classifier.probabilities(bgr)
     assert abs(float(probs.sum()) - 1.0) < 0.05
-    result = classifier.classify(bgr, PBC_UM_PER_PX)
+    result = classifier.classify(bgr)
     assert result.label == path.name.split("__")[0]
     assert result.prediction == PREDICTION_CODES[result.label]
     assert 0.0 < result.confidence <= 1.0
@@ -90,9 +89,26 @@ def test_runtime_input_follows_the_spec(classifier, spec):
     size = spec["input"]["size_px"]
     crop = np.zeros((300, 200, 3), np.uint8)
     crop[:, :, 2] = 255  # pure red in BGR
-    tensor = classifier.input_tensor(crop, 0.5)
+    square = classifier.locate(crop, 0.5)
+    assert not square.found and square.side_px == 200  # nothing stained: the central square
+    tensor = classifier.input_tensor(crop, square)
     assert tensor.shape == (1, size, size, 3) and tensor.dtype == np.int8
     assert (tensor[0, :, :, 0] == 127).all() and (tensor[0, :, :, 2] == -128).all()  # RGB, uint8 - 128
+
+
+def test_runtime_crop_is_the_training_crop(classifier, spec):
+    """The model sees at run time exactly what training and the validation numbers fed it."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from models import data_pbc
+    finally:
+        sys.path.remove(str(ROOT))
+    assert spec["input"]["crop_factor"] == data_pbc.CROP_FACTOR
+    for path in SAMPLES:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        trained = data_pbc.canonical_crop(bgr, spec["input"]["size_px"], data_pbc.CROP_FACTOR)
+        runtime = classifier.input_tensor(bgr, classifier.locate(bgr))[0].astype(np.int16) + 128
+        assert np.array_equal(runtime.astype(np.uint8), trained)
 
 
 def test_shipped_model_is_found_by_the_installed_package():

@@ -1,0 +1,61 @@
+"""The classifier's cell square (agent/inference/cell_crop.py) on synthetic stained cells."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.inference.cell_crop import REFERENCE_BACKGROUND_BGR, balance_background, cut_square, locate_cell
+
+PLASMA = (236, 226, 232)  # BGR, pale pink
+NUCLEUS = (150, 60, 90)   # BGR, violet
+
+
+def _cell(size: int, centre: tuple[int, int], radius: int) -> np.ndarray:
+    img = np.full((size, size, 3), PLASMA, np.uint8)
+    cv2.circle(img, centre, radius, NUCLEUS, -1)
+    return img
+
+
+@pytest.mark.parametrize("radius", [12, 25, 60])
+def test_square_is_the_factor_times_the_nucleus_diameter_at_any_scale(radius):
+    img = _cell(6 * radius, (3 * radius, 3 * radius), radius)
+    sq = locate_cell(img, 2.5)
+    assert sq.found
+    assert sq.side_px == pytest.approx(2.5 * 2 * radius, rel=0.08)
+    assert (sq.cx, sq.cy) == pytest.approx((3 * radius, 3 * radius), abs=2)
+
+
+def test_the_cell_nearest_the_middle_wins_over_a_bigger_one_at_the_edge():
+    img = np.full((300, 300, 3), PLASMA, np.uint8)
+    cv2.circle(img, (150, 150), 30, NUCLEUS, -1)
+    cv2.circle(img, (20, 20), 40, NUCLEUS, -1)
+    sq = locate_cell(img, 2.5)
+    assert (sq.cx, sq.cy) == pytest.approx((150, 150), abs=3)
+
+
+def test_cut_square_pads_with_the_background_and_survives_huge_squares():
+    img = np.full((20, 30, 3), (200, 220, 250), np.uint8)
+    img[5:15, 10:20] = (120, 40, 80)  # a stained blob on plasma
+    inside = cut_square(img, 15.0, 10.0, 20, 20)
+    assert np.array_equal(inside, img[0:20, 5:25])  # inside: an exact cut, no resampling
+    padded = cut_square(img, 15.0, 10.0, 40, 40)  # 10 px beyond every edge
+    assert padded[0, 0].tolist() == [200, 220, 250] and padded[20, 20].tolist() == [120, 40, 80]
+    big = cut_square(img, 0, 0, 500, 64)  # 25x the image
+    assert big.shape == (64, 64, 3) and big.dtype == np.uint8 and big[0, 0].tolist() == [200, 220, 250]
+
+
+def test_background_balance_brings_another_lamp_to_the_training_background():
+    img = np.full((100, 100, 3), (248, 246, 250), np.uint8)  # a white-ish lamp (miLab 0152's plasma)
+    cv2.circle(img, (50, 50), 20, (150, 60, 90), -1)
+    out = balance_background(img)
+    assert out[5, 5].tolist() == pytest.approx(REFERENCE_BACKGROUND_BGR, abs=1.5)
+    # The cell is scaled by the same gains: its colour relative to the background is kept.
+    expected = np.array((150, 60, 90)) * np.array(REFERENCE_BACKGROUND_BGR) / np.array((248, 246, 250))
+    assert out[50, 50].tolist() == pytest.approx(expected.tolist(), abs=1.5)
+
+
+def test_background_balance_leaves_a_square_without_background_alone():
+    dark = np.full((60, 60, 3), (120, 40, 80), np.uint8)  # a cell filling the square
+    assert np.array_equal(balance_background(dark), dark)
