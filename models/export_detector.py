@@ -104,6 +104,10 @@ def describe(tflite_bytes: bytes) -> dict:
             "ops": sorted({o["op_name"] for o in it._get_ops_details()})}
 
 
+CLASSES = ["wbc"]
+"""One class: every box is a white blood cell (prediction code 9 until the classifier names it)."""
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=Path("runs/detector"))
@@ -138,8 +142,12 @@ def main(argv=None):
 
     info = describe(q)
     state = json.loads((args.run / "state.json").read_text())
+    labels_path = args.out.parent / "wbc_detector_labels.txt"
+    labels_path.write_text("\n".join(CLASSES) + "\n")
     spec = {
         "model": args.out.name,
+        "labels": labels_path.name,
+        "classes": CLASSES,
         "input": {
             **info["input"],
             "layout": "NHWC",

@@ -71,6 +71,8 @@ def test_files_exist_and_small(spec):
     assert SPEC.exists()
     assert spec["model"] == MODEL.name
     assert MODEL.stat().st_size < 1_000_000
+    labels = MODEL.parent / spec["labels"]
+    assert labels.read_text().split() == spec["classes"] == ["wbc"]
 
 
 def test_int8_io_and_shapes(spec):
