@@ -109,10 +109,12 @@ def metrics(y: np.ndarray, p: np.ndarray, n: int) -> dict:
             "support": cm.sum(1).tolist(), "confusion": cm.tolist()}
 
 
-def runtime_crop(bgr: np.ndarray, factor: float, size: int, um_per_px: float | None = None) -> np.ndarray:
+def runtime_crop(bgr: np.ndarray, factor: float, size: int, um_per_px: float | None = None,
+                 balance: bool = True) -> np.ndarray:
     """What the runtime feeds the model for a crop: its cell square, as uint8 RGB."""
     sq = locate_cell(bgr, factor, um_per_px)
-    return cv2.cvtColor(balance_background(cut_square(bgr, sq.cx, sq.cy, sq.side_px, size)), cv2.COLOR_BGR2RGB)
+    square = cut_square(bgr, sq.cx, sq.cy, sq.side_px, size)
+    return cv2.cvtColor(balance_background(square) if balance else square, cv2.COLOR_BGR2RGB)
 
 
 def segwbc(runner: Runner, root: Path, size: int, factor: float, classes: list[str]) -> dict:
@@ -157,12 +159,29 @@ SCALE_VARIANTS = (
 )
 
 
+def _lamp(gains_bgr: tuple[float, float, float]):
+    g = np.asarray(gains_bgr, np.float32)
+    return lambda im: np.clip(im.astype(np.float32) * g + 0.5, 0, 255).astype(np.uint8)
+
+
+# Another lamp / camera white balance multiplies the channels: each is run with and without the runtime's
+# background balance.
+LAMP_VARIANTS = (
+    ("lamp: white (miLab 0152's plasma 248, 246, 250)", _lamp((248 / 204, 246 / 229, 250 / 255))),
+    ("lamp: bluish (B x1.15, R x0.85)", _lamp((1.15, 1.0, 0.85))),
+    ("lamp: dim greenish (B x0.85, G x0.95, R x0.8)", _lamp((0.85, 0.95, 0.8))),
+)
+
+
 def robustness(runner: Runner, items: list, y: np.ndarray, size: int, factor: float) -> list[dict]:
     """The validation JPEGs resized (the same cells at other pixel scales) through the runtime's crop."""
     imgs = [data_pbc.read_bgr(p) for p, _ in items]
     out = []
-    for name, variant, hint in SCALE_VARIANTS:
-        xs = [runtime_crop(variant(im) if variant else im, factor, size, hint) for im in imgs]
+    runs = [(name, variant, hint, True) for name, variant, hint in SCALE_VARIANTS]
+    for name, variant in LAMP_VARIANTS:
+        runs += [(name, variant, None, True), (name + ", no background balance", variant, None, False)]
+    for name, variant, hint, balance in runs:
+        xs = [runtime_crop(variant(im) if variant else im, factor, size, hint, balance) for im in imgs]
         p = runner.predict(np.stack(xs)).argmax(1)
         recall = {c: float((p[y == k] == k).mean()) for k, c in enumerate(data_pbc.CLASSES)}
         out.append({"variant": name, "um_per_px_hint": hint, "acc": float((p == y).mean()), "recall": recall})
