@@ -31,6 +31,18 @@ import numpy as np
 _BLUENESS = np.array([[1.0, -0.5, -0.5]], dtype=np.float32)
 
 
+def _percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """``np.percentile`` (linear interpolation), the same numbers with one partition and none of its checks:
+    it ran twice per classified cell and was a quarter of the finder's time."""
+    flat = values.ravel()
+    last = flat.size - 1
+    positions = [last * q / 100.0 for q in qs]
+    lows = [int(np.floor(pos)) for pos in positions]
+    part = np.partition(flat, sorted({k for lo in lows for k in (lo, min(last, lo + 1))}))
+    return [float(part[lo]) + (float(part[min(last, lo + 1)]) - float(part[lo])) * (pos - lo)
+            for lo, pos in zip(lows, positions)]
+
+
 @dataclass(frozen=True)
 class CellFinderParams:
     blur_sigma_um: float = 0.4
@@ -78,7 +90,7 @@ class CellFinder:
         # Reference level: the crop's median, which is plasma and red cells when they fill most of it; a crop
         # filled by the cell itself has a stained median, so the reference is capped just above the least
         # stained pixels instead.
-        low, median = (float(v) for v in np.percentile(blue, (5, 50)))
+        low, median = _percentiles(blue, (5.0, 50.0))
         reference = min(median, low + p.filled_reference_contrast)
         shifted = np.clip(blue - reference, 0, 255).astype(np.uint8)
         otsu, _ = cv2.threshold(shifted, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)

@@ -59,3 +59,11 @@ def test_background_balance_brings_another_lamp_to_the_training_background():
 def test_background_balance_leaves_a_square_without_background_alone():
     dark = np.full((60, 60, 3), (120, 40, 80), np.uint8)  # a cell filling the square
     assert np.array_equal(balance_background(dark), dark)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 3001])
+def test_finder_percentiles_are_numpys(n):
+    from agent.inference.cell_finder import _percentiles
+
+    values = np.random.default_rng(n).normal(size=(n,)).astype(np.float32).reshape(-1, 1)
+    assert _percentiles(values, (5.0, 50.0, 95.0)) == pytest.approx(np.percentile(values, (5, 50, 95)), abs=1e-6)
