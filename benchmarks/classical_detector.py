@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.inference.boxes import match  # noqa: E402
 from agent.inference.classical import ClassicalDetector  # noqa: E402
 from agent.results.names import parse_name  # noqa: E402
+from models.detector_data import read_voc_wbc  # noqa: E402
 
 Box = tuple[int, int, int, int]
 MILAB_UM_PER_PX = 0.11
@@ -59,17 +59,6 @@ class Tally:
         mean_iou = float(np.mean(self.ious)) if self.ious else float("nan")
         return (f"recall {recall:.3f} ({len(self.ious)}/{self.n_truth})  precision {precision:.3f} "
                 f"({len(self.ious)}/{self.n_pred})  mean IoU of matches {mean_iou:.3f}")
-
-
-def read_voc_wbc(path: Path) -> list[Box]:
-    boxes = []
-    for obj in ET.parse(path).getroot().iter("object"):
-        if (obj.findtext("name") or "").strip().upper() != "WBC":
-            continue
-        bb = obj.find("bndbox")
-        x0, y0, x1, y1 = (int(float(bb.findtext(k))) for k in ("xmin", "ymin", "xmax", "ymax"))
-        boxes.append((x0, y0, x1 - x0, y1 - y0))
-    return boxes
 
 
 def bccd_items(bccd_dir: Path, split: str) -> list[tuple[str, Path, list[Box]]]:

@@ -32,7 +32,7 @@ Box = tuple[float, float, float, float]
 
 # ---- BCCD ----------------------------------------------------------------------------------------
 def read_voc_wbc(path: Path) -> list[tuple[int, int, int, int]]:
-    """WBC boxes [x, y, w, h] of a VOC file (same reading as benchmarks/classical_detector.py)."""
+    """WBC boxes [x, y, w, h] of a Pascal-VOC file (BCCD): training, benchmarks and tests all read them here."""
     boxes = []
     for obj in ET.parse(path).getroot().iter("object"):
         if (obj.findtext("name") or "").strip().upper() != "WBC":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,7 @@ from agent.inference.base import Detection, Detector
 from agent.inference.boxes import iou
 from agent.inference.classical import ClassicalDetector, ClassicalParams
 from agent.results.names import parse_name
+from models.detector_data import read_voc_wbc
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = REPO / ".." / "shared" / "datasets"
@@ -167,16 +167,6 @@ def test_0152_both_published_wbcs_and_nothing_else(planes_0152, plane):
 
 
 
-def voc_wbc_boxes(path: Path) -> list[tuple[int, int, int, int]]:
-    boxes = []
-    for obj in ET.parse(path).getroot().iter("object"):
-        if (obj.findtext("name") or "").strip().upper() == "WBC":
-            bb = obj.find("bndbox")
-            x0, y0, x1, y1 = (int(float(bb.findtext(k))) for k in ("xmin", "ymin", "xmax", "ymax"))
-            boxes.append((x0, y0, x1 - x0, y1 - y0))
-    return boxes
-
-
 @needs_data
 def test_bccd_check_split_recall_and_precision():
     # check split = odd positions of the sorted image list (tuning used the even ones), as in
@@ -187,7 +177,7 @@ def test_bccd_check_split_recall_and_precision():
         ann = BCCD / "AnnotationsCBC" / f"{path.stem}.xml"
         if not ann.exists():
             ann = BCCD / "Annotations" / f"{path.stem}.xml"
-        truth = voc_wbc_boxes(ann)
+        truth = read_voc_wbc(ann)
         pred = [d.box for d in det.detect(cv2.imread(str(path), cv2.IMREAD_COLOR), 0.055)]
         n_truth += len(truth)
         n_pred += len(pred)

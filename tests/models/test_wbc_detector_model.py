@@ -9,7 +9,6 @@ Sample images: BCCD Dataset (github.com/Shenggan/BCCD_Dataset), MIT; boxes from 
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
@@ -30,6 +29,7 @@ from ai_edge_litert.interpreter import (
 
 from agent.inference.boxes import iou
 from agent.inference.tflite_detector import TfliteDetector
+from models.detector_data import read_voc_wbc
 
 pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no detector model shipped in models/")
 
@@ -42,16 +42,6 @@ def spec():
 @pytest.fixture(scope="module")
 def detector():
     return TfliteDetector(num_threads=1)
-
-
-def read_voc_wbc(path: Path) -> list[tuple[int, int, int, int]]:
-    boxes = []
-    for obj in ET.parse(path).getroot().iter("object"):
-        if (obj.findtext("name") or "").strip().upper() == "WBC":
-            bb = obj.find("bndbox")
-            x0, y0, x1, y1 = (int(float(bb.findtext(k))) for k in ("xmin", "ymin", "xmax", "ymax"))
-            boxes.append((x0, y0, x1 - x0, y1 - y0))
-    return boxes
 
 
 def all_matched(pred, truth) -> bool:
