@@ -45,7 +45,7 @@ def locate_cell(crop_bgr: np.ndarray, factor: float, um_per_px_hint: float | Non
     """The square the classifier sees: ``factor`` nucleus diameters around the cell nearest the middle."""
     finder = finder if finder is not None else CellFinder()
     h, w = crop_bgr.shape[:2]
-    first = finder.find(crop_bgr, um_per_px_hint if um_per_px_hint else guess_um_per_px(crop_bgr.shape))
+    first = finder.find(crop_bgr, guess_um_per_px(crop_bgr.shape) if um_per_px_hint is None else um_per_px_hint)
     if first is None:
         return CellSquare((w - 1) / 2.0, (h - 1) / 2.0, float(min(h, w)), found=False)
     second = finder.find(crop_bgr, TYPICAL_NUCLEUS_UM / first.diameter_px)

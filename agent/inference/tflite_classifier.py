@@ -99,11 +99,8 @@ class TfliteClassifier(Classifier):
         return self._interpreter
 
     def locate(self, crop_bgr: np.ndarray, um_per_px: float | None = None) -> CellSquare:
-        """The square the model looks at: ``crop_factor`` nucleus diameters around the cell."""
-        if crop_bgr.ndim != 3 or crop_bgr.shape[2] != 3 or crop_bgr.dtype != np.uint8:
-            raise ValueError(f"expected an H x W x 3 uint8 BGR crop, got {crop_bgr.shape} {crop_bgr.dtype}")
-        if um_per_px is not None and not um_per_px > 0:
-            raise ValueError(f"um_per_px must be positive, got {um_per_px}")
+        """The square the model looks at: ``crop_factor`` nucleus diameters around the cell (the finder
+        refuses a crop that is not H x W x 3 uint8 and a hint that is not positive)."""
         return locate_cell(crop_bgr, self.crop_factor, um_per_px, self.finder)
 
     def input_tensor(self, crop_bgr: np.ndarray, square: CellSquare) -> np.ndarray:

@@ -50,5 +50,6 @@ def test_no_stained_cell_gives_the_central_square(classifier):
 def test_bad_input_is_refused_with_a_clear_error(classifier):
     with pytest.raises(ValueError, match="uint8 BGR"):
         classifier.classify(np.zeros((50, 50), np.uint8))
-    with pytest.raises(ValueError, match="positive"):
-        classifier.classify(np.zeros((50, 50, 3), np.uint8), -1.0)
+    for hint in (-1.0, 0.0):
+        with pytest.raises(ValueError, match="positive"):
+            classifier.classify(np.zeros((50, 50, 3), np.uint8), hint)
