@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.inference.cell_crop import CellSquare, balance_background, cut_square, locate_cell
+from agent.inference.cell_crop import balance_background, cut_square, locate_cell
 
 CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 N_SPRITES = 12  # first files per class (sorted by name) kept for virtual-slide sprites: in no split
@@ -73,17 +73,14 @@ def read_bgr(path: Path) -> np.ndarray:
     return bgr
 
 
-def cell_square(bgr: np.ndarray, factor: float) -> CellSquare:
-    """Where the model looks in a PBC crop: the runtime's own cell-centred square, scale-free (no hint)."""
-    return locate_cell(bgr, factor)
-
-
-def canonical_crop(bgr: np.ndarray, size: int, factor: float, margin: float = 1.0) -> np.ndarray:
-    """The model's input (RGB) for a crop with the cell in the middle; ``margin`` > 1 widens the square
-    (the training cache keeps room for the augmentation's zoom, shift and rotation)."""
-    sq = cell_square(bgr, factor)
-    square = balance_background(cut_square(bgr, sq.cx, sq.cy, sq.side_px * margin, size))
-    return cv2.cvtColor(square, cv2.COLOR_BGR2RGB)
+def canonical_crop(bgr: np.ndarray, size: int, factor: float, margin: float = 1.0,
+                   um_per_px: float | None = None, balance: bool = True) -> np.ndarray:
+    """The model's input (RGB) for a crop with the cell in the middle, as the runtime cuts it; ``margin`` > 1
+    widens the square (the training cache keeps room for the augmentation's zoom, shift and rotation),
+    ``um_per_px`` is the runtime's optional hint, ``balance=False`` leaves out the background balance."""
+    sq = locate_cell(bgr, factor, um_per_px)
+    square = cut_square(bgr, sq.cx, sq.cy, sq.side_px * margin, size)
+    return cv2.cvtColor(balance_background(square) if balance else square, cv2.COLOR_BGR2RGB)
 
 
 def _cache_key(items: list, tag: str) -> str:

@@ -21,7 +21,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.inference.cell_crop import balance_background, cut_square, locate_cell
 from agent.inference.tflite_classifier import VIEW_CHOICES, average_views, views
 from models import crop_variants, data_pbc
 
@@ -109,14 +108,6 @@ def metrics(y: np.ndarray, p: np.ndarray, n: int) -> dict:
             "support": cm.sum(1).tolist(), "confusion": cm.tolist()}
 
 
-def runtime_crop(bgr: np.ndarray, factor: float, size: int, um_per_px: float | None = None,
-                 balance: bool = True) -> np.ndarray:
-    """What the runtime feeds the model for a crop: its cell square, as uint8 RGB."""
-    sq = locate_cell(bgr, factor, um_per_px)
-    square = cut_square(bgr, sq.cx, sq.cy, sq.side_px, size)
-    return cv2.cvtColor(balance_background(square) if balance else square, cv2.COLOR_BGR2RGB)
-
-
 def segwbc(runner: Runner, root: Path, size: int, factor: float, classes: list[str]) -> dict:
     """SegWBC Dataset 2 (300x300, 5 classes, unchecked labels) through the runtime's crop: without a scale,
     and with the scale estimated by assuming the median WBC (mask: cytoplasm + nucleus) is 11.5 um wide."""
@@ -134,7 +125,7 @@ def segwbc(runner: Runner, root: Path, size: int, factor: float, classes: list[s
     out = {"n": len(rows), "classes_present": [classes[k] for k in present],
            "median_wbc_diameter_px": float(np.median(diams)), "um_per_px_estimate": um_est, "runs": []}
     for hint in (None, round(um_est, 4)):
-        pr = runner.predict(np.stack([runtime_crop(im, factor, size, hint) for im in imgs]))
+        pr = runner.predict(np.stack([data_pbc.canonical_crop(im, size, factor, um_per_px=hint) for im in imgs]))
         p8 = pr.argmax(1)
         p5 = np.array(present)[pr[:, present].argmax(1)]
         m8 = metrics(labels, p8, len(classes))
@@ -181,7 +172,7 @@ def robustness(runner: Runner, items: list, y: np.ndarray, size: int, factor: fl
     for name, variant in LAMP_VARIANTS:
         runs += [(name, variant, None, True), (name + ", no background balance", variant, None, False)]
     for name, variant, hint, balance in runs:
-        xs = [runtime_crop(variant(im) if variant else im, factor, size, hint, balance) for im in imgs]
+        xs = [data_pbc.canonical_crop(variant(im) if variant else im, size, factor, um_per_px=hint, balance=balance) for im in imgs]
         p = runner.predict(np.stack(xs)).argmax(1)
         recall = {c: float((p[y == k] == k).mean()) for k, c in enumerate(data_pbc.CLASSES)}
         out.append({"variant": name, "um_per_px_hint": hint, "acc": float((p == y).mean()), "recall": recall})
