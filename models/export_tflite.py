@@ -112,7 +112,7 @@ def main(argv=None):
             "crop_factor": factor,
             "crop": "agent/inference/cell_crop.py: a square of crop_factor x the convex-hull diameter of the "
                     "stained nucleus nearest the middle (CellFinder, two passes), centred on it; "
-                    "x0 = round(cx - side/2), y0 = round(cy - side/2), outside filled by BORDER_REFLECT_101, "
+                    "x0 = round(cx - side/2), y0 = round(cy - side/2), outside filled with the crop's background colour (median of its brightest tenth), "
                     "cv2.resize to size_px x size_px, INTER_AREA (INTER_LINEAR when enlarging), then "
                     "balance_background (per-channel gains bringing the brightest tenth to the training background)",
             "quantise": "int8 = uint8_rgb - 128 (scale 1.0, zero point -128)",

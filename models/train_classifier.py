@@ -31,6 +31,8 @@ def parse(argv=None):
     ap.add_argument("--crop-factor", type=float, default=None,
                     help="side of the model's square in nucleus diameters (default: data_pbc.CROP_FACTOR)")
     ap.add_argument("--width", default="m", choices=["s", "m"])
+    ap.add_argument("--norm", default="bn", choices=["bn", "gn"],
+                    help="BatchNorm (folded into the convolutions at export) or GroupNorm (kept in the graph)")
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -55,6 +57,7 @@ def main(argv=None):
         saved = json.loads(cfg_path.read_text())
         for k in ("data", "size", "crop_factor", "width", "epochs", "batch", "lr", "wd", "label_smoothing", "seed"):
             setattr(args, k, Path(saved[k]) if k == "data" else saved[k])
+        args.norm = saved.get("norm", "bn")  # runs from before GroupNorm was an option
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import cv2
 
@@ -82,7 +85,7 @@ def main(argv=None):
     print(f"data: train {xtr.shape} val {xva.shape} ({time.time() - t0:.0f} s)", flush=True)
 
     cfg = {
-        "data": str(args.data), "size": args.size, "crop_factor": args.crop_factor, "width": args.width,
+        "data": str(args.data), "size": args.size, "crop_factor": args.crop_factor, "width": args.width, "norm": args.norm,
         "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "wd": args.wd,
         "label_smoothing": args.label_smoothing, "seed": args.seed, "split_seed": data_pbc.SPLIT_SEED,
         "n_train": int(len(ytr)), "n_val": int(len(yva)), "classes": data_pbc.CLASSES,
@@ -123,7 +126,7 @@ def main(argv=None):
         model = keras.models.load_model(out / "last.keras")
         print(f"resumed after epoch {state['epoch']} (best val acc {state['best_acc']:.4f})", flush=True)
     else:
-        model = build_model(args.size, n_classes, args.width)
+        model = build_model(args.size, n_classes, args.width, norm=args.norm)
         sched = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=max(1, (args.epochs - 2) * steps), alpha=0.01,
             warmup_target=args.lr, warmup_steps=2 * steps,
