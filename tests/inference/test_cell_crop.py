@@ -6,7 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.inference.cell_crop import REFERENCE_BACKGROUND_BGR, balance_background, cut_square, locate_cell
+from agent.inference.cell_crop import (
+    REFERENCE_BACKGROUND_BGR,
+    background_colour,
+    balance_background,
+    cut_square,
+    locate_cell,
+)
 
 PLASMA = (236, 226, 232)  # BGR, pale pink
 NUCLEUS = (150, 60, 90)   # BGR, violet
@@ -65,5 +71,18 @@ def test_background_balance_leaves_a_square_without_background_alone():
 def test_finder_percentiles_are_numpys(n):
     from agent.inference.cell_finder import _percentiles
 
-    values = np.random.default_rng(n).normal(size=(n,)).astype(np.float32).reshape(-1, 1)
-    assert _percentiles(values, (5.0, 50.0, 95.0)) == pytest.approx(np.percentile(values, (5, 50, 95)), abs=1e-6)
+    rng = np.random.default_rng(n)
+    values = rng.normal(size=(n,)).astype(np.float32).reshape(-1, 1)
+    qs = (0.0, 5.0, 50.0, 95.0, 100.0)
+    assert _percentiles(values, qs) == pytest.approx(np.percentile(values, qs), abs=1e-6)
+    sums = rng.integers(0, 766, n).astype(np.int16)  # background_colour's channel sums, ties included
+    assert _percentiles(sums, (50.0, 90.0)) == pytest.approx(np.percentile(sums, (50.0, 90.0)), rel=1e-12)
+
+
+def test_background_colour_is_the_median_of_the_brightest_tenth():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    pixels = image.reshape(-1, 3).astype(np.int64)
+    brightness = pixels.sum(axis=1)
+    expected = np.median(pixels[brightness >= np.percentile(brightness, 90)], axis=0)
+    assert np.array_equal(background_colour(image), expected.astype(np.float32))
