@@ -65,6 +65,7 @@ class Daemon:
         self.serial = SerialErrorTally()
         """Serial-link errors counted by the stage drivers (``stage.serial_errors``), None if they keep none."""
         self._broker_problem = ""
+        self._logged_problems: set[str] = set()  # broker problems already in the log since the last connect
         self.hardware: dict[str, Any] = {}
         self.models: dict[str, str] = {}
         self.scan = ScanState()
@@ -230,6 +231,7 @@ class Daemon:
                 log.warning("MQTT: connected to %s:%s again", self.settings.mqtt.host, self.settings.mqtt.port)
                 self._broker_problem = ""
                 self.notifier.status(self._status_line())
+            self._logged_problems.clear()
             # Birth first, then the backlog (the Forwarder pumps on the same event below).
             self.link.subscribe(topic(self.device, "cmd"), qos=1)
             self._publish_status()
@@ -257,9 +259,11 @@ class Daemon:
             self._set_state("paused_disk_floor")
 
     def _broker_trouble(self, line: str, *, level: int = logging.ERROR) -> None:
-        """A failed connect or a lost connection: one log line per new problem; systemd's STATUS= says it
-        until the next successful connect."""
-        if line != self._broker_problem:
+        """A failed connect or a lost connection: one log line per problem until the next successful connect
+        (two problems taking turns, e.g. a refused login and a slow handshake, do not fill the journal);
+        systemd's STATUS= says the latest until then."""
+        if line not in self._logged_problems:
+            self._logged_problems.add(line)
             log.log(level, "MQTT: %s; results wait in the outbox", line)
         self._broker_problem = line  # not last_error: that would hide a stall or the disk floor
         self.notifier.status(self._status_line())

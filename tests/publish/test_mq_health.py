@@ -125,3 +125,17 @@ def test_login_and_tls_settings(monkeypatch, tmp_path):
     assert "refused" in line and not fatal
     line, fatal = describe_connect_error(ssl.SSLError(1, "wrong version number"), "h", 8883)
     assert "TLS handshake with h:8883 failed" in line and fatal
+
+
+def test_broker_problems_taking_turns_are_logged_once_each(tmp_path, caplog):
+    from agent.daemon import Daemon
+
+    config = write_config(tmp_path / "dev.toml", 1883, device="turns-dev")
+    daemon = Daemon(load_settings(config), config_path=config, notifier=Notifier({}))
+    with caplog.at_level("WARNING", logger="agent.daemon"):
+        for line in ("broker refused the login", "no answer (timed out)", "broker refused the login"):
+            daemon._broker_trouble(line)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("MQTT:")]
+    assert logged == ["MQTT: broker refused the login; results wait in the outbox",
+                      "MQTT: no answer (timed out); results wait in the outbox"]
+    assert daemon._broker_problem == "broker refused the login"  # STATUS= says the latest, logged or not
