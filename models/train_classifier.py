@@ -27,13 +27,13 @@ def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/datasets/pbc"))
     ap.add_argument("--out", type=Path, default=Path("runs/classifier"))
-    ap.add_argument("--size", type=int, default=80, help="model input side in px")
+    ap.add_argument("--size", type=int, default=96, help="model input side in px")
     ap.add_argument("--crop-factor", type=float, default=None,
                     help="side of the model's square in nucleus diameters (default: data_pbc.CROP_FACTOR)")
     ap.add_argument("--width", default="m", choices=["s", "m"])
     ap.add_argument("--norm", default="bn", choices=["bn", "gn"],
                     help="BatchNorm (folded into the convolutions at export) or GroupNorm (kept in the graph)")
-    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--wd", type=float, default=5e-5)
