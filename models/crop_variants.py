@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from agent.inference.cell_crop import background_colour
+
 
 def filled_160(crop: np.ndarray) -> np.ndarray:
     """The middle 100 px (about the cell and a thin rim) blown up to 160 x 160: the cell fills the crop (x1.6)."""
@@ -18,11 +20,8 @@ def small_in_300(crop: np.ndarray) -> np.ndarray:
     """The crop shrunk x0.6 in the middle of a 300 x 300 canvas of its own background colour."""
     small = cv2.resize(crop, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
     h, w = small.shape[:2]
-    grey = crop.reshape(-1, 3).astype(np.float32)
-    # Background: the brightest tenth of the crop is plasma.
-    bright = grey[grey.sum(axis=1) >= np.percentile(grey.sum(axis=1), 90)]
     canvas = np.empty((300, 300, 3), np.uint8)
-    canvas[:] = np.median(bright, axis=0).astype(np.uint8)
+    canvas[:] = background_colour(crop).astype(np.uint8)
     y0, x0 = (300 - h) // 2, (300 - w) // 2
     canvas[y0:y0 + h, x0:x0 + w] = small
     return canvas
