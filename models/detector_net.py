@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.net import conv_bn, ds_block
+from models.net import conv_norm, ds_block
 
 HEAT_BIAS = -2.19  # sigmoid(-2.19) = 0.1: CenterNet's prior for the heatmap
 
@@ -33,7 +33,7 @@ def build_detector(height=None, width=None, base: int = 16) -> keras.Model:
     c1, c2, c3, c4 = base, int(1.5 * base), 3 * base, 5 * base
     inp = keras.Input((height, width, 3), name="rgb")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inp)
-    x = conv_bn(x, c1, 3, 2, "stem")                       # /2
+    x = conv_norm(x, c1, 3, 2, "stem")                       # /2
     x = ds_block(x, c2, 2, "s4a")                                # /4
     f4 = ds_block(x, c2, 1, "s4b")
     x = ds_block(f4, c3, 2, "s8a")                               # /8
@@ -42,13 +42,13 @@ def build_detector(height=None, width=None, base: int = 16) -> keras.Model:
     x = ds_block(x, c4, 1, "s16b")
     f16 = ds_block(x, c4, 1, "s16c")
     # pyramid back to /4
-    u = conv_bn(f16, c3, 1, 1, "lat16")
+    u = conv_norm(f16, c3, 1, 1, "lat16")
     u = _up2(u, "up8", fixed)
-    u = layers.Add(name="fuse8")([u, conv_bn(f8, c3, 1, 1, "lat8", act=False)])
+    u = layers.Add(name="fuse8")([u, conv_norm(f8, c3, 1, 1, "lat8", act=False)])
     u = ds_block(u, c3, 1, "p8")
-    u = conv_bn(u, 2 * base, 1, 1, "red8")
+    u = conv_norm(u, 2 * base, 1, 1, "red8")
     u = _up2(u, "up4", fixed)
-    u = layers.Add(name="fuse4")([u, conv_bn(f4, 2 * base, 1, 1, "lat4", act=False)])
+    u = layers.Add(name="fuse4")([u, conv_norm(f4, 2 * base, 1, 1, "lat4", act=False)])
     u = ds_block(u, 2 * base, 1, "p4")
     h = ds_block(u, 2 * base, 1, "heat_ds")
     heat = layers.Conv2D(1, 1, activation="sigmoid", name="heat",

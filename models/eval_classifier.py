@@ -210,6 +210,8 @@ def main(argv=None):
     ap.add_argument("--model", type=Path, default=MODELS_DIR / "wbc_classifier_int8.tflite")
     ap.add_argument("--float-model", type=Path, default=None, help="default: RUN/wbc_classifier_float32.tflite")
     ap.add_argument("--data", type=Path, default=None, help="default: the run's config")
+    ap.add_argument("--report-dir", type=Path, default=None,
+                    help="where eval.json and eval.md go (default: the run; give one for an ensemble's model)")
     ap.add_argument("--segwbc", type=Path, default=Path("../shared/datasets/segwbc_d2"))
     ap.add_argument("--views", type=int, default=2, choices=VIEW_CHOICES,
                     help="views averaged per crop, as inference.classifier_views (default 2, the runtime's default)")
@@ -261,7 +263,9 @@ def main(argv=None):
         res["robustness_int8"] = robustness(q, split["val"], yva, size, factor)
     if args.write_samples:
         res["samples"] = write_samples(args.write_samples, split["val"], yva, pq.argmax(1), pf.argmax(1), classes)
-    (args.run / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
+    report_dir = args.report_dir or args.run
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
 
     L = []
     vi, vf = res["val_int8"], res["val_float"]
@@ -312,7 +316,7 @@ def main(argv=None):
             f"{k} {v:.3f}" for k, v in lt.items() if k not in ("cpu", "runs")))
     L.append("")
     L.append(f"Size: {res['size_bytes']} bytes")
-    (args.run / "eval.md").write_text("\n".join(L) + "\n")
+    (report_dir / "eval.md").write_text("\n".join(L) + "\n")
     print("\n".join(L))
 
 

@@ -1,10 +1,15 @@
 """Export a trained Keras classifier to a full-integer int8 TFLite model (int8 input and output).
 
     python -m models.export_tflite --run runs/classifier [--out models/wbc_classifier_int8.tflite]
+    python -m models.export_tflite --run runs/a runs/b     # an ensemble: one graph, the runs' mean probabilities
 
 Calibration uses ``--n-calib`` training crops (canonical preprocessing, no augmentation) picked with a
-fixed seed. Also writes the float32 TFLite model next to the run for the float-vs-int8 comparison, the
-labels file and the preprocessing spec (``wbc_classifier_spec.json``).
+fixed seed. Also writes the float32 TFLite model (``--float-out``, by default in the first run) for the
+float-vs-int8 comparison, the labels file and the preprocessing spec (``wbc_classifier_spec.json``).
+
+Several runs (trained with the same input size and crop, e.g. two seeds) become one model whose output is
+the arithmetic mean of their softmax outputs: one file and one invoke for the runtime, which needs to
+know nothing about it.
 """
 
 from __future__ import annotations
@@ -52,6 +57,20 @@ def _finish(conv, calib):
     return conv.convert()
 
 
+def ensemble(models: list):
+    """One Keras model averaging the members' class probabilities (a single member is returned as is)."""
+    import keras
+
+    if len(models) == 1:
+        return models[0]
+    inp = keras.Input(shape=models[0].input_shape[1:], name="rgb")
+    outs = []
+    for k, m in enumerate(models):
+        m.name = f"member{k}_{m.name}"  # members trained from one recipe share a name; a graph needs unique ones
+        outs.append(m(inp))
+    return keras.Model(inp, keras.layers.Average(name="mean_probabilities")(outs), name="wbc_ensemble")
+
+
 def describe(tflite_bytes: bytes) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -69,10 +88,14 @@ def describe(tflite_bytes: bytes) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, default=Path("runs/classifier"))
+    ap.add_argument("--run", type=Path, nargs="+", default=[Path("runs/classifier")],
+                    help="one training run, or several (same size and crop factor) to export as an ensemble")
     ap.add_argument("--weights", default="last", choices=["best", "last"],
                     help="last (default: no selection on the validation set) or best (highest val acc)")
     ap.add_argument("--out", type=Path, default=MODELS_DIR / "wbc_classifier_int8.tflite")
+    ap.add_argument("--float-out", type=Path, default=None,
+                    help="float32 copy (default: RUN/wbc_classifier_float32.tflite, "
+                         "or FIRST_RUN/wbc_ensemble_float32.tflite for several runs)")
     ap.add_argument("--n-calib", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -81,20 +104,27 @@ def main(argv=None):
 
     from models import data_pbc
 
-    cfg = json.loads((args.run / "config.json").read_text())
+    cfgs = [json.loads((run / "config.json").read_text()) for run in args.run]
+    cfg = cfgs[0]
     size, factor = cfg["size"], cfg["crop_factor"]
-    model = keras.models.load_model(args.run / f"{args.weights}.keras", compile=False)
+    for run, other in zip(args.run[1:], cfgs[1:]):
+        if (other["size"], other["crop_factor"], other["split_seed"]) != (size, factor, cfg["split_seed"]):
+            ap.error(f"{run}: input size, crop factor or split differ from {args.run[0]}'s; cannot ensemble")
+    model = ensemble([keras.models.load_model(run / f"{args.weights}.keras", compile=False) for run in args.run])
+    first = args.run[0]
+    float_out = args.float_out or first / ("wbc_classifier_float32.tflite" if len(args.run) == 1
+                                           else "wbc_ensemble_float32.tflite")
 
     split = data_pbc.make_split(Path(cfg["data"]), seed=cfg["split_seed"])
     rng = np.random.default_rng(args.seed)
     items = [split["train"][i] for i in sorted(rng.choice(len(split["train"]), args.n_calib, replace=False))]
-    calib, _ = data_pbc.load_arrays(items, f"calib{args.seed}", args.run.parent / "cache", size, factor)
+    calib, _ = data_pbc.load_arrays(items, f"calib{args.seed}", first.parent / "cache", size, factor)
 
     q = convert(model, size, calib)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(q)
     f = convert(model, size, None)
-    (args.run / "wbc_classifier_float32.tflite").write_bytes(f)
+    float_out.write_bytes(f)
     model_dir = args.out.parent
 
     info = describe(q)
@@ -123,6 +153,9 @@ def main(argv=None):
         "trained_on": "PBC (Acevedo et al. 2020), half-scale crops (about 0.17 um/px), cell-centred squares",
         "keras_run": cfg,
     }
+    if len(cfgs) > 1:
+        spec["keras_run"] = {"ensemble": "arithmetic mean of the members' softmax outputs, in the graph",
+                             "members": cfgs}
     (model_dir / "wbc_classifier_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     print(json.dumps({k: info[k] for k in ("input", "output", "ops")}, indent=1))
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")

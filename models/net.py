@@ -30,7 +30,7 @@ def normalise(x, name, norm="bn"):
     return layers.BatchNormalization(momentum=0.97, epsilon=1e-3, name=name)(x)
 
 
-def conv_bn(x, filters, kernel, stride, name, act=True, norm="bn"):
+def conv_norm(x, filters, kernel, stride, name, act=True, norm="bn"):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = normalise(x, f"{name}_bn", norm)
     return layers.ReLU(6.0, name=f"{name}_relu")(x) if act else x
@@ -54,11 +54,11 @@ def build_model(size: int, n_classes: int, width: str = "s", dropout: float = 0.
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     inp = keras.Input((size, size, 3), name="rgb")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inp)
-    x = conv_bn(x, STEM[width], 3, 2, "stem", norm=norm)
+    x = conv_norm(x, STEM[width], 3, 2, "stem", norm=norm)
     for si, (f, s, r) in enumerate(STAGES[width]):
         for ri in range(r):
             x = ds_block(x, f, s if ri == 0 else 1, f"b{si}_{ri}", norm=norm)
-    x = conv_bn(x, HEAD[width], 1, 1, "head", norm=norm)
+    x = conv_norm(x, HEAD[width], 1, 1, "head", norm=norm)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="drop")(x)
     out = layers.Dense(n_classes, activation="softmax", name="probs")(x)
