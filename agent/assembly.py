@@ -56,7 +56,8 @@ def build_analyzer(settings: Settings) -> FieldAnalyzer:
         from agent.inference.tflite_classifier import TfliteClassifier
 
         classifier = TfliteClassifier(num_threads=settings.inference.threads,
-                                      views=settings.inference.classifier_views)
+                                      views=settings.inference.classifier_views,
+                                      more_views_below=settings.inference.classifier_more_views_below)
     else:
         classifier = NoClassifier()
     return FieldAnalyzer(detector, classifier, um_per_px=settings.camera.um_per_px, measure=measure_name(settings),

@@ -188,6 +188,8 @@ class InferenceSettings:
     """A classified cell whose confidence is below this is flagged for review (0 = never flag)."""
     classifier_views: int = _setting(2, choices=(1, 2, 4))
     """Views of each cell (as is, mirrored, turned) the classifier averages: more is steadier and slower."""
+    classifier_more_views_below: float = _setting(0.9, lo=0.0, hi=1.0)
+    """Only a cell whose first view's top probability is under this gets the other views (1 = every cell)."""
 
 
 @dataclass

@@ -74,7 +74,8 @@ def run_classify(args: argparse.Namespace) -> int:
     # camera's scale would be a guess about someone else's image.
     um_per_px = _scale(args, settings) if args.um_per_px is not None else None
     # Always the int8 model: classifying with inference.classifier = "none" would only say "wbc".
-    classifier = TfliteClassifier(num_threads=settings.inference.threads, views=settings.inference.classifier_views)
+    classifier = TfliteClassifier(num_threads=settings.inference.threads, views=settings.inference.classifier_views,
+                                  more_views_below=settings.inference.classifier_more_views_below)
     entries: list[dict[str, Any]] = []
     for path in args.images:
         try:

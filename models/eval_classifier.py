@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.inference.tflite_classifier import VIEW_CHOICES, average_views, views
+from agent.inference.tflite_classifier import MORE_VIEWS_BELOW, VIEW_CHOICES, classify_views
 from models import crop_variants, data_pbc
 
 MODELS_DIR = Path(__file__).resolve().parent
@@ -40,8 +40,9 @@ def make_interpreter(path: Path, threads: int = 1):
 class Runner:
     """Runs a TFLite classifier on uint8 RGB canonical crops (int8 or float32 input)."""
 
-    def __init__(self, path: Path, threads: int = 1, n_views: int = 1):
+    def __init__(self, path: Path, threads: int = 1, n_views: int = 1, more_views_below: float = MORE_VIEWS_BELOW):
         self.n_views = n_views
+        self.more_views_below = more_views_below
         self.it = make_interpreter(path, threads)
         self.i = self.it.get_input_details()[0]
         self.o = self.it.get_output_details()[0]
@@ -64,8 +65,8 @@ class Runner:
         return y
 
     def predict(self, xs: np.ndarray) -> np.ndarray:
-        """Probabilities averaged over ``n_views`` views, as the runtime does."""
-        return np.stack([average_views([self.probs(v) for v in views(x, self.n_views)]) for x in xs])
+        """Probabilities over up to ``n_views`` views, gated by the first view's confidence as the runtime does."""
+        return np.stack([classify_views(self.probs, x, self.n_views, self.more_views_below) for x in xs])
 
     def latency_ms(self, rgb: np.ndarray, n: int = 500, warmup: int = 50) -> float:
         self.set(rgb)
@@ -80,21 +81,26 @@ class Runner:
 
 
 def classify_latency_ms(model_dir: Path, items: list) -> dict:
-    """Median time of the runtime's whole ``classify`` (find the cell, cut, balance, views, invoke) per
-    PBC crop already in memory, at 1 thread, for each view count."""
+    """Median and mean time of the runtime's whole ``classify`` (find the cell, cut, balance, views, invoke) per
+    PBC crop already in memory, at 1 thread, for each view count, with the default gate for further views
+    (the mean shows the unsure cells' extra views) and with every view for every cell."""
     from agent.inference.tflite_classifier import TfliteClassifier
 
     crops = [data_pbc.read_bgr(p) for p, _ in items]
     out = {}
     for n in VIEW_CHOICES:
-        clf = TfliteClassifier(model_dir, num_threads=1, views=n)
-        clf.classify(crops[0])
-        ts = []
-        for crop in crops:
-            t = time.perf_counter()
-            clf.classify(crop)
-            ts.append(time.perf_counter() - t)
-        out[f"classify_{n}views_1thread"] = float(np.median(ts) * 1e3)
+        for gate, tag in ((MORE_VIEWS_BELOW, ""), (1.0, "_every_view")):
+            if n == 1 and gate == 1.0:
+                continue
+            clf = TfliteClassifier(model_dir, num_threads=1, views=n, more_views_below=gate)
+            clf.classify(crops[0])
+            ts = []
+            for crop in crops:
+                t = time.perf_counter()
+                clf.classify(crop)
+                ts.append(time.perf_counter() - t)
+            out[f"classify_{n}views{tag}_1thread"] = float(np.median(ts) * 1e3)
+            out[f"classify_{n}views{tag}_1thread_mean"] = float(np.mean(ts) * 1e3)
     return out
 
 
@@ -215,6 +221,9 @@ def main(argv=None):
     ap.add_argument("--segwbc", type=Path, default=Path("../shared/datasets/segwbc_d2"))
     ap.add_argument("--views", type=int, default=2, choices=VIEW_CHOICES,
                     help="views averaged per crop, as inference.classifier_views (default 2, the runtime's default)")
+    ap.add_argument("--more-views-below", type=float, default=MORE_VIEWS_BELOW,
+                    help="further views only below this first-view confidence, as "
+                         "inference.classifier_more_views_below (1: every view for every crop)")
     ap.add_argument("--latency", action="store_true", help="measure latency (only on an idle CPU)")
     ap.add_argument("--latency-runs", type=int, default=1000)
     ap.add_argument("--robustness", action="store_true",
@@ -234,20 +243,22 @@ def main(argv=None):
     xva, yva = data_pbc.load_arrays(split["val"], "val", cache, size, factor)
     xsp, ysp = data_pbc.load_arrays(split["sprites"], "sprites", cache, size, factor)
 
-    q, f = Runner(args.model, n_views=args.views), Runner(fmodel, n_views=args.views)
+    gate = args.more_views_below
+    q, f = Runner(args.model, n_views=args.views, more_views_below=gate), Runner(fmodel, n_views=args.views, more_views_below=gate)
     res = {"model": str(args.model), "size_bytes": args.model.stat().st_size, "float_model": str(fmodel),
            "input": {"shape": [int(v) for v in q.i["shape"]], "dtype": np.dtype(q.i["dtype"]).name,
                      "quantization": [float(v) for v in q.i["quantization"]]},
            "output": {"shape": [int(v) for v in q.o["shape"]], "dtype": np.dtype(q.o["dtype"]).name,
                       "quantization": [float(v) for v in q.o["quantization"]]},
-           "classes": classes, "config": cfg, "views": args.views}
+           "classes": classes, "config": cfg, "views": args.views, "more_views_below": gate}
     pq, pf = q.predict(xva), f.predict(xva)
     res["val_int8"] = metrics(yva, pq.argmax(1), len(classes))
     res["val_float"] = metrics(yva, pf.argmax(1), len(classes))
     res["val_agreement"] = float((pq.argmax(1) == pf.argmax(1)).mean())
     res["val_acc_by_views"] = {
-        f"{name} {n}": float((Runner(path, n_views=n).predict(xva).argmax(1) == yva).mean())
-        for name, path in (("int8", args.model), ("float32", fmodel)) for n in VIEW_CHOICES}
+        f"{name} {n}{tag}": float((Runner(path, n_views=n, more_views_below=g).predict(xva).argmax(1) == yva).mean())
+        for name, path in (("int8", args.model), ("float32", fmodel)) for n in VIEW_CHOICES
+        for g, tag in ((gate, ""), (1.0, " every view")) if not (n == 1 and g == 1.0)}
     res["sprites_int8"] = metrics(ysp, q.predict(xsp).argmax(1), len(classes))
     res["sprites_float"] = metrics(ysp, f.predict(xsp).argmax(1), len(classes))
     if args.segwbc.exists():
@@ -269,7 +280,7 @@ def main(argv=None):
 
     L = []
     vi, vf = res["val_int8"], res["val_float"]
-    L.append(f"Validation ({vi['n']} crops, {args.views} views): int8 {fmt_pct(vi['acc'])} %, float32 "
+    L.append(f"Validation ({vi['n']} crops, {args.views} views, further views below {gate}): int8 {fmt_pct(vi['acc'])} %, float32 "
              f"{fmt_pct(vf['acc'])} %, int8/float agreement {fmt_pct(res['val_agreement'])} %")
     L.append("By views: " + ", ".join(f"{k} {fmt_pct(v)} %" for k, v in res["val_acc_by_views"].items()))
     L.append(f"Held-out sprite crops ({res['sprites_int8']['n']}): int8 {fmt_pct(res['sprites_int8']['acc'])} %, "
