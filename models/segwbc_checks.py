@@ -1,0 +1,100 @@
+"""Why the classifier fails on SegWBC (the cross-device proxy): two checks behind the card's reading.
+
+    python -m models.segwbc_checks stain [--model models/wbc_classifier_int8.tflite]
+    python -m models.segwbc_checks adabn --run runs/classifier_long96      # needs the training extra (Keras)
+
+``stain``: re-stains the even-numbered half of SegWBC's images in optical-density space (each channel's
+density against the image's background multiplied by a factor, the background itself unchanged) and runs
+the int8 model with the runtime's views on them. If SegWBC's paler, more purple nuclei were the problem, some
+factor would bring the lymphocytes back.
+
+``adabn``: re-estimates every BatchNorm layer's statistics on SegWBC's own squares (and on those mixed with
+100 PBC validation squares) and compares float accuracy, 1 view, before and after. If BatchNorm's
+training-set statistics were the problem (the Raabin-WBC finding), this would recover much of the gap.
+
+SegWBC is only evaluated here, never trained on; these are diagnostics, not tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agent.inference.cell_crop import background_colour
+from models import data_pbc
+
+SEGWBC = Path("../shared/datasets/segwbc_d2")
+DENSITY_FACTORS_BGR = [(1, 1, 1), (1, 1, 1.15), (1, 1, 1.3), (1.2, 1.2, 1.2), (1.2, 1.2, 1.4), (1.4, 1.4, 1.4),
+                       (1.1, 1.0, 1.3), (0.8, 0.8, 0.8)]
+
+
+def load_segwbc(root: Path, keep=lambda name: True) -> tuple[list[np.ndarray], np.ndarray]:
+    with open(root / "labels.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if keep(r["image"])]
+    images = [cv2.imread(str(root / "images" / r["image"])) for r in rows]
+    return images, np.array([data_pbc.CLASSES.index(r["label"]) for r in rows])
+
+
+def restain(bgr: np.ndarray, factors_bgr) -> np.ndarray:
+    """Each channel's optical density against the background multiplied by its factor (Beer-Lambert)."""
+    background = background_colour(bgr).astype(np.float32) + 1.0
+    density = -np.log(np.clip((bgr.astype(np.float32) + 1.0) / background, 1e-3, 1.0))
+    return np.clip(np.exp(-density * np.asarray(factors_bgr, np.float32)) * background - 1.0, 0, 255).astype(np.uint8)
+
+
+def recall_by_class(pred: np.ndarray, y: np.ndarray) -> str:
+    return ", ".join(f"{c} {100 * float((pred[y == k] == k).mean()):.0f}"
+                     for k, c in enumerate(data_pbc.CLASSES) if (y == k).any())
+
+
+def stain(args) -> None:
+    from models.eval_classifier import Runner
+
+    images, y = load_segwbc(args.segwbc, keep=lambda name: int(Path(name).stem) % 2 == 0)
+    runner = Runner(args.model, n_views=2)
+    for factors in DENSITY_FACTORS_BGR:
+        squares = np.stack([data_pbc.canonical_crop(restain(im, factors), 96, data_pbc.CROP_FACTOR) for im in images])
+        pred = runner.predict(squares).argmax(1)
+        print(f"density x{factors} (B, G, R): {100 * float((pred == y).mean()):.0f} % of {len(y)}; {recall_by_class(pred, y)}")
+
+
+def adabn(args) -> None:
+    import keras
+
+    images, y = load_segwbc(args.segwbc)
+    x = np.stack([data_pbc.canonical_crop(im, 96, data_pbc.CROP_FACTOR) for im in images]).astype(np.float32)
+    split = data_pbc.make_split(Path("../shared/datasets/pbc"))
+    xv, yv = data_pbc.load_arrays(split["val"], "val", args.run.parent / "cache", 96, data_pbc.CROP_FACTOR)
+    xv = xv.astype(np.float32)
+    model = keras.models.load_model(args.run / "last.keras", compile=False)
+
+    def accuracy(xx, yy):
+        return 100 * float((model.predict(xx, verbose=0, batch_size=128).argmax(1) == yy).mean())
+
+    print(f"as trained: SegWBC {accuracy(x, y):.0f} %, PBC val {accuracy(xv, yv):.1f} %")
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    trained = [[w.numpy() for w in layer.weights] for layer in norms]
+    for name, data in (("SegWBC", x), ("SegWBC + 100 PBC", np.concatenate([x, xv[::11][:100]]))):
+        for layer, weights in zip(norms, trained):
+            layer.set_weights(weights)
+            layer.momentum = 0.0  # one training-mode pass then leaves exactly this batch's statistics
+        model(data, training=True)
+        print(f"statistics from {name}: SegWBC {accuracy(x, y):.0f} %, PBC val {accuracy(xv, yv):.1f} %")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("check", choices=["stain", "adabn"])
+    ap.add_argument("--segwbc", type=Path, default=SEGWBC)
+    ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parent / "wbc_classifier_int8.tflite")
+    ap.add_argument("--run", type=Path, default=Path("runs/classifier_long96"))
+    args = ap.parse_args(argv)
+    {"stain": stain, "adabn": adabn}[args.check](args)
+
+
+if __name__ == "__main__":
+    main()
