@@ -41,6 +41,7 @@ def test_command_line_overrides_the_file(tmp_path):
         ("[stack]\nplanes = 2.5\n", ["stack.planes", "integer"]),
         ("[output]\nfsync = 1\n", ["output.fsync", "true or false"]),
         ("[stack]\nplanes = 0\n", ["stack.planes", "between"]),
+        ("[inference]\nclassifier_more_views_below = 1.5\n", ["inference.classifier_more_views_below", "between"]),
         ("[camera]\nbackend = 'webcam'\n", ["camera.backend", "one of"]),
         ("[stack]\nkeep = 'some'\n", ["stack.keep"]),
         ("[scan]\nregion_um = [1, 2, 3]\n", ["scan.region_um", "2 numbers"]),
