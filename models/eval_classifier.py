@@ -255,6 +255,8 @@ def main(argv=None):
     res["val_int8"] = metrics(yva, pq.argmax(1), len(classes))
     res["val_float"] = metrics(yva, pf.argmax(1), len(classes))
     res["val_agreement"] = float((pq.argmax(1) == pf.argmax(1)).mean())
+    top = pq.max(1)
+    res["val_int8_confidence"] = {"median": float(np.median(top)), "under_0.6": float((top < 0.6).mean())}
     res["val_acc_by_views"] = {
         f"{name} {n}{tag}": float((Runner(path, n_views=n, more_views_below=g).predict(xva).argmax(1) == yva).mean())
         for name, path in (("int8", args.model), ("float32", fmodel)) for n in VIEW_CHOICES
@@ -282,6 +284,9 @@ def main(argv=None):
     vi, vf = res["val_int8"], res["val_float"]
     L.append(f"Validation ({vi['n']} crops, {args.views} views, further views below {gate}): int8 {fmt_pct(vi['acc'])} %, float32 "
              f"{fmt_pct(vf['acc'])} %, int8/float agreement {fmt_pct(res['val_agreement'])} %")
+    conf = res["val_int8_confidence"]
+    L.append(f"int8 confidence (top probability): median {conf['median']:.2f}, under 0.6 (the default review "
+             f"threshold) {fmt_pct(conf['under_0.6'])} %")
     L.append("By views: " + ", ".join(f"{k} {fmt_pct(v)} %" for k, v in res["val_acc_by_views"].items()))
     L.append(f"Held-out sprite crops ({res['sprites_int8']['n']}): int8 {fmt_pct(res['sprites_int8']['acc'])} %, "
              f"float32 {fmt_pct(res['sprites_float']['acc'])} %")

@@ -1,7 +1,8 @@
-"""Why the classifier fails on SegWBC (the cross-device proxy): two checks behind the card's reading.
+"""How the classifier fares off PBC's device: the checks behind the card's cross-device reading.
 
-    python -m models.segwbc_checks stain [--model models/wbc_classifier_int8.tflite]
-    python -m models.segwbc_checks adabn --run runs/classifier_long96      # needs the training extra (Keras)
+    python -m models.cross_device_checks stain [--model models/wbc_classifier_int8.tflite]
+    python -m models.cross_device_checks adabn --run runs/classifier_long96      # needs the training extra (Keras)
+    python -m models.cross_device_checks bccd
 
 ``stain``: re-stains the even-numbered half of SegWBC's images in optical-density space (each channel's
 density against the image's background multiplied by a factor, the background itself unchanged) and runs
@@ -12,7 +13,11 @@ factor would bring the lymphocytes back.
 100 PBC validation squares) and compares float accuracy, 1 view, before and after. If BatchNorm's
 training-set statistics were the problem (the Raabin-WBC finding), this would recover much of the gap.
 
-SegWBC is only evaluated here, never trained on; these are diagnostics, not tuning.
+``bccd``: the shipped runtime on every annotated WBC of ``../shared/datasets/bccd`` (another microscope and
+stain; no class labels here), cut with half a box of margin, at BCCD's nominal 0.055 µm/px: which classes it
+names and how many it flags for review. A WBC box named ``platelet`` is wrong whatever its class.
+
+SegWBC and BCCD are only evaluated here, never trained on; these are diagnostics, not tuning.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from agent.inference.cell_crop import background_colour
 from models import data_pbc
 
 SEGWBC = Path("../shared/datasets/segwbc_d2")
+BCCD = Path("../shared/datasets/bccd")
+BCCD_UM_PER_PX = 0.055
 DENSITY_FACTORS_BGR = [(1, 1, 1), (1, 1, 1.15), (1, 1, 1.3), (1.2, 1.2, 1.2), (1.2, 1.2, 1.4), (1.4, 1.4, 1.4),
                        (1.1, 1.0, 1.3), (0.8, 0.8, 0.8)]
 
@@ -86,14 +93,42 @@ def adabn(args) -> None:
         print(f"statistics from {name}: SegWBC {accuracy(x, y):.0f} %, PBC val {accuracy(xv, yv):.1f} %")
 
 
+def bccd(args) -> None:
+    from collections import Counter
+
+    from agent.inference.tflite_classifier import TfliteClassifier
+    from models.detector_data import read_voc_wbc
+
+    classifier = TfliteClassifier(args.model.parent)
+    names, confidences = Counter(), []
+    for xml in sorted((args.bccd / "Annotations").glob("*.xml")):
+        boxes = read_voc_wbc(xml)
+        if not boxes:
+            continue
+        image = cv2.imread(str(args.bccd / "JPEGImages" / f"{xml.stem}.jpg"))
+        if image is None:
+            raise SystemExit(f"cannot read the image of {xml}")
+        for x, y, w, h in boxes:
+            m = max(w, h) // 2
+            crop = image[max(0, y - m):y + h + m, max(0, x - m):x + w + m]
+            result = classifier.classify(crop, BCCD_UM_PER_PX)
+            names[result.label] += 1
+            confidences.append(result.confidence)
+    total = sum(names.values())
+    print(f"{total} WBC boxes: " + ", ".join(f"{k} {v}" for k, v in names.most_common()))
+    print(f"median confidence {float(np.median(confidences)):.2f}; under the review threshold 0.6: "
+          f"{100 * float(np.mean(np.array(confidences) < 0.6)):.0f} %")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("check", choices=["stain", "adabn"])
+    ap.add_argument("check", choices=["stain", "adabn", "bccd"])
     ap.add_argument("--segwbc", type=Path, default=SEGWBC)
+    ap.add_argument("--bccd", type=Path, default=BCCD)
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parent / "wbc_classifier_int8.tflite")
     ap.add_argument("--run", type=Path, default=Path("runs/classifier_long96"))
     args = ap.parse_args(argv)
-    {"stain": stain, "adabn": adabn}[args.check](args)
+    {"stain": stain, "adabn": adabn, "bccd": bccd}[args.check](args)
 
 
 if __name__ == "__main__":
