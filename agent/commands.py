@@ -115,7 +115,8 @@ def print_summary(test_dir: Path, summary: ScanSummary) -> None:
         share = 100.0 * count / max(1, summary.wbc)
         print(f"  {name:<12} {count:>5}  {share:5.1f} %")
     if summary.to_review:
-        print(f"to review (classifier confidence under the threshold): {summary.to_review} cell(s)")
+        print(f"to review (classifier confidence under the threshold, or a WBC-sized cell called platelet): "
+              f"{summary.to_review} cell(s)")
     if summary.flagged_fields:
         print(f"flagged fields (autofocus failed): {summary.flagged_fields}")
     if summary.failed_fields:

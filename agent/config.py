@@ -185,7 +185,8 @@ class InferenceSettings:
     threads: int = _setting(1, lo=1, hi=64)
     """TFLite interpreter threads."""
     review_threshold: float = _setting(0.6, lo=0.0, hi=1.0)
-    """A classified cell whose confidence is below this is flagged for review (0 = never flag)."""
+    """A classified cell whose confidence is below this is flagged for review (0: only WBC-sized cells called
+    platelet, which are always flagged)."""
     classifier_views: int = _setting(2, choices=(1, 2, 4))
     """Views of each cell (as is, mirrored, turned) the classifier averages: more is steadier and slower."""
     classifier_more_views_below: float = _setting(0.9, lo=0.0, hi=1.0)

@@ -30,6 +30,22 @@ class FieldAnalysis:
     timings_s: dict[str, float]
 
 
+PLATELET_MAX_UM = 6.0
+"""A detection longer than this (µm) is WBC-sized: the classifier's ``platelet`` answer for it is implausible
+(platelets are 1.5-3 µm, large ones up to ~6; the smallest lymphocytes ~7), so the cell is flagged for review
+whatever the confidence. Crops of other devices' WBCs do get called platelet (BCCD: 31 of 301 boxes,
+``models/classifier.md``)."""
+
+
+def needs_review(result, box: tuple[int, int, int, int], um_per_px: float, threshold: float) -> bool:
+    """A person should look at this cell: the classifier was unsure, or named a WBC-sized cell a platelet.
+    An unclassified WBC (no classifier configured) has no answer to doubt."""
+    if result.prediction == UNCLASSIFIED_WBC:
+        return False
+    implausible = result.label == "platelet" and max(box[2], box[3]) * um_per_px > PLATELET_MAX_UM
+    return result.confidence < threshold or implausible
+
+
 # Context around a cell when cropping it for the classifier: the classifier re-finds the cell and cuts
 # 2.5 nucleus diameters around it, which must fit in the crop without mirrored borders.
 _CLASSIFY_MARGIN = 1.0
@@ -41,7 +57,8 @@ class FieldAnalyzer:
         self.detector = detector
         self.classifier = classifier
         self.review_threshold = review_threshold
-        """Cells classified with a confidence below this are flagged for review (inference.review_threshold)."""
+        """Cells classified with a confidence below this are flagged for review (inference.review_threshold);
+        so are WBC-sized cells called platelet (``needs_review``)."""
         self.um_per_px = um_per_px
         self.measure = measure
 
@@ -59,8 +76,7 @@ class FieldAnalyzer:
             sharpest = self._sharpest_plane(planes, det.box)
             crop = classifier_crop(planes[sharpest].image, det.box)
             result = self.classifier.classify(crop, self.um_per_px)
-            # An unclassified WBC (no classifier configured) has no confidence to doubt: not a review case.
-            review = result.prediction != UNCLASSIFIED_WBC and result.confidence < self.review_threshold
+            review = needs_review(result, det.box, self.um_per_px, self.review_threshold)
             cells.append(
                 CellRecord(
                     location=tuple(int(v) for v in det.box),

@@ -33,7 +33,8 @@ class CellRecord:
     focus: int
     """Stack index of the plane in which this cell's crop is sharpest."""
     review: bool = False
-    """The classifier's confidence was below ``inference.review_threshold``: a person should look."""
+    """A person should look: the classifier's confidence was below ``inference.review_threshold``, or it called a
+    WBC-sized cell a platelet (``agent.field_analysis.needs_review``)."""
 
 
 @dataclass

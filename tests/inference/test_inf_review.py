@@ -60,3 +60,36 @@ def test_old_jsonl_lines_without_review_still_load():
     assert FieldRecord.from_jsonl(line).cells[0].review is True
     del line["cells"][0]["review"]
     assert FieldRecord.from_jsonl(line).cells[0].review is False
+
+
+class _SizedCells(Detector):
+    """A platelet-sized box (20 px = 2.2 µm at 0.11 µm/px) and a WBC-sized one (100 px = 11 µm)."""
+
+    def detect(self, image, um_per_px):
+        return [Detection((5, 5, 20, 20), 0.9), Detection((120, 120, 100, 100), 0.9)]
+
+
+class _SurePlatelet(Classifier):
+    def classify(self, crop, um_per_px):
+        return Classification("platelet", 0.99)
+
+
+def _wide_planes():
+    rng = np.random.default_rng(1)
+    return [Plane(0, rng.integers(0, 255, (300, 300, 3), dtype=np.uint8))]
+
+
+def test_wbc_sized_cell_called_platelet_is_flagged_however_sure():
+    for threshold in (0.0, 0.6):
+        analyzer = FieldAnalyzer(_SizedCells(), _SurePlatelet(), um_per_px=0.11, measure="laplacian_variance",
+                                 review_threshold=threshold)
+        cells = analyzer.analyze(_wide_planes()).cells
+        assert [c.label for c in cells] == ["platelet", "platelet"]  # the answer stands; only the flag differs
+        assert [c.review for c in cells] == [False, True]
+
+
+def test_platelet_size_check_uses_the_scale():
+    # The same 100 px box at 0.05 µm/px is 5 µm: a platelet can be that large, so it is not flagged.
+    analyzer = FieldAnalyzer(_SizedCells(), _SurePlatelet(), um_per_px=0.05, measure="laplacian_variance",
+                             review_threshold=0.6)
+    assert not any(c.review for c in analyzer.analyze(_wide_planes()).cells)
