@@ -33,7 +33,7 @@ class FieldAnalysis:
 PLATELET_MAX_UM = 6.0
 """A detection longer than this (µm) is WBC-sized: the classifier's ``platelet`` answer for it is implausible
 (platelets are 1.5-3 µm, large ones up to ~6; the smallest lymphocytes ~7), so the cell is flagged for review
-whatever the confidence. Crops of other devices' WBCs do get called platelet (BCCD: 31 of 301 boxes,
+whatever the confidence. Crops of other devices' WBCs do get called platelet (BCCD: 32 of 301 boxes,
 ``models/classifier.md``)."""
 
 

@@ -14,7 +14,7 @@ factor would bring the lymphocytes back.
 training-set statistics were the problem (the Raabin-WBC finding), this would recover much of the gap.
 
 ``bccd``: the shipped runtime on every annotated WBC of ``../shared/datasets/bccd`` (another microscope and
-stain; no class labels here), cut with half a box of margin, at BCCD's nominal 0.055 µm/px: which classes it
+stain; no class labels here), cut as a scan cuts a detection (``classifier_crop``), at BCCD's nominal 0.055 µm/px: which classes it
 names and how many it flags for review. A WBC box named ``platelet`` is wrong whatever its class.
 
 SegWBC and BCCD are only evaluated here, never trained on; these are diagnostics, not tuning.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -72,10 +73,12 @@ def stain(args) -> None:
 def adabn(args) -> None:
     import keras
 
+    cfg = json.loads((args.run / "config.json").read_text())
+    size, factor = cfg["size"], cfg["crop_factor"]
     images, y = load_segwbc(args.segwbc)
-    x = np.stack([data_pbc.canonical_crop(im, 96, data_pbc.CROP_FACTOR) for im in images]).astype(np.float32)
-    split = data_pbc.make_split(Path("../shared/datasets/pbc"))
-    xv, yv = data_pbc.load_arrays(split["val"], "val", args.run.parent / "cache", 96, data_pbc.CROP_FACTOR)
+    x = np.stack([data_pbc.canonical_crop(im, size, factor) for im in images]).astype(np.float32)
+    split = data_pbc.make_split(Path(cfg["data"]), seed=cfg["split_seed"])
+    xv, yv = data_pbc.load_arrays(split["val"], "val", args.run.parent / "cache", size, factor)
     xv = xv.astype(np.float32)
     model = keras.models.load_model(args.run / "last.keras", compile=False)
 
@@ -96,6 +99,7 @@ def adabn(args) -> None:
 def bccd(args) -> None:
     from collections import Counter
 
+    from agent.field_analysis import classifier_crop
     from agent.inference.tflite_classifier import TfliteClassifier
     from models.detector_data import read_voc_wbc
 
@@ -108,10 +112,8 @@ def bccd(args) -> None:
         image = cv2.imread(str(args.bccd / "JPEGImages" / f"{xml.stem}.jpg"))
         if image is None:
             raise SystemExit(f"cannot read the image of {xml}")
-        for x, y, w, h in boxes:
-            m = max(w, h) // 2
-            crop = image[max(0, y - m):y + h + m, max(0, x - m):x + w + m]
-            result = classifier.classify(crop, BCCD_UM_PER_PX)
+        for box in boxes:
+            result = classifier.classify(classifier_crop(image, box), BCCD_UM_PER_PX)
             names[result.label] += 1
             confidences.append(result.confidence)
     total = sum(names.values())

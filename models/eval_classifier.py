@@ -80,6 +80,14 @@ class Runner:
         return float(np.median(ts) * 1e3)
 
 
+def view_settings(gate: float):
+    """(views, gate, tag) for each view count: gated as asked, and with every view (one view has nothing to gate)."""
+    for n in VIEW_CHOICES:
+        yield n, gate, ""
+        if n > 1:
+            yield n, 1.0, " every view"
+
+
 def classify_latency_ms(model_dir: Path, items: list) -> dict:
     """Median and mean time of the runtime's whole ``classify`` (find the cell, cut, balance, views, invoke) per
     PBC crop already in memory, at 1 thread, for each view count, with the default gate for further views
@@ -88,19 +96,17 @@ def classify_latency_ms(model_dir: Path, items: list) -> dict:
 
     crops = [data_pbc.read_bgr(p) for p, _ in items]
     out = {}
-    for n in VIEW_CHOICES:
-        for gate, tag in ((MORE_VIEWS_BELOW, ""), (1.0, "_every_view")):
-            if n == 1 and gate == 1.0:
-                continue
-            clf = TfliteClassifier(model_dir, num_threads=1, views=n, more_views_below=gate)
-            clf.classify(crops[0])
-            ts = []
-            for crop in crops:
-                t = time.perf_counter()
-                clf.classify(crop)
-                ts.append(time.perf_counter() - t)
-            out[f"classify_{n}views{tag}_1thread"] = float(np.median(ts) * 1e3)
-            out[f"classify_{n}views{tag}_1thread_mean"] = float(np.mean(ts) * 1e3)
+    for n, gate, tag in view_settings(MORE_VIEWS_BELOW):
+        clf = TfliteClassifier(model_dir, num_threads=1, views=n, more_views_below=gate)
+        clf.classify(crops[0])
+        ts = []
+        for crop in crops:
+            t = time.perf_counter()
+            clf.classify(crop)
+            ts.append(time.perf_counter() - t)
+        key = f"classify_{n}views{tag.replace(' ', '_')}_1thread"
+        out[key] = float(np.median(ts) * 1e3)
+        out[f"{key}_mean"] = float(np.mean(ts) * 1e3)
     return out
 
 
@@ -259,8 +265,7 @@ def main(argv=None):
     res["val_int8_confidence"] = {"median": float(np.median(top)), "under_0.6": float((top < 0.6).mean())}
     res["val_acc_by_views"] = {
         f"{name} {n}{tag}": float((Runner(path, n_views=n, more_views_below=g).predict(xva).argmax(1) == yva).mean())
-        for name, path in (("int8", args.model), ("float32", fmodel)) for n in VIEW_CHOICES
-        for g, tag in ((gate, ""), (1.0, " every view")) if not (n == 1 and g == 1.0)}
+        for name, path in (("int8", args.model), ("float32", fmodel)) for n, g, tag in view_settings(gate)}
     res["sprites_int8"] = metrics(ysp, q.predict(xsp).argmax(1), len(classes))
     res["sprites_float"] = metrics(ysp, f.predict(xsp).argmax(1), len(classes))
     if args.segwbc.exists():
