@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent import focus
-from agent.inference.base import UNCLASSIFIED_WBC, Classifier, Detector
+from agent.inference.base import UNCLASSIFIED_WBC, Classification, Classifier, Detector
 from agent.results.record import CellRecord
 
 
@@ -37,7 +37,7 @@ whatever the confidence. Crops of other devices' WBCs do get called platelet (BC
 ``models/classifier.md``)."""
 
 
-def needs_review(result, box: tuple[int, int, int, int], um_per_px: float, threshold: float) -> bool:
+def needs_review(result: Classification, box: tuple[int, int, int, int], um_per_px: float, threshold: float) -> bool:
     """A person should look at this cell: the classifier was unsure, or named a WBC-sized cell a platelet.
     An unclassified WBC (no classifier configured) has no answer to doubt."""
     if result.prediction == UNCLASSIFIED_WBC:
