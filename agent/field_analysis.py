@@ -37,13 +37,23 @@ whatever the confidence. Crops of other devices' WBCs do get called platelet (BC
 ``models/classifier.md``)."""
 
 
-def needs_review(result: Classification, box: tuple[int, int, int, int], um_per_px: float, threshold: float) -> bool:
-    """A person should look at this cell: the classifier was unsure, or named a WBC-sized cell a platelet.
-    An unclassified WBC (no classifier configured) has no answer to doubt."""
+LOW_CONFIDENCE = "low_confidence"
+PLATELET_SIZE = "platelet_size"
+
+
+def review_reasons(result: Classification, box: tuple[int, int, int, int], um_per_px: float,
+                   threshold: float) -> tuple[str, ...]:
+    """Why a person should look at this cell (empty: no need): the classifier was unsure (``LOW_CONFIDENCE``),
+    and/or it named a WBC-sized cell a platelet (``PLATELET_SIZE``). An unclassified WBC (no classifier
+    configured) has no answer to doubt."""
     if result.prediction == UNCLASSIFIED_WBC:
-        return False
-    implausible = result.label == "platelet" and max(box[2], box[3]) * um_per_px > PLATELET_MAX_UM
-    return result.confidence < threshold or implausible
+        return ()
+    reasons = []
+    if result.confidence < threshold:
+        reasons.append(LOW_CONFIDENCE)
+    if result.label == "platelet" and max(box[2], box[3]) * um_per_px > PLATELET_MAX_UM:
+        reasons.append(PLATELET_SIZE)
+    return tuple(reasons)
 
 
 # Context around a cell when cropping it for the classifier: the classifier re-finds the cell and cuts
@@ -58,7 +68,7 @@ class FieldAnalyzer:
         self.classifier = classifier
         self.review_threshold = review_threshold
         """Cells classified with a confidence below this are flagged for review (inference.review_threshold);
-        so are WBC-sized cells called platelet (``needs_review``)."""
+        so are WBC-sized cells called platelet (``review_reasons``)."""
         self.um_per_px = um_per_px
         self.measure = measure
 
@@ -76,7 +86,7 @@ class FieldAnalyzer:
             sharpest = self._sharpest_plane(planes, det.box)
             crop = classifier_crop(planes[sharpest].image, det.box)
             result = self.classifier.classify(crop, self.um_per_px)
-            review = needs_review(result, det.box, self.um_per_px, self.review_threshold)
+            reasons = review_reasons(result, det.box, self.um_per_px, self.review_threshold)
             cells.append(
                 CellRecord(
                     location=tuple(int(v) for v in det.box),
@@ -85,7 +95,8 @@ class FieldAnalyzer:
                     confidence=round(float(result.confidence), 4),
                     detection_score=round(float(det.score), 4),
                     focus=planes[sharpest].stack_index,
-                    review=bool(review),
+                    review=bool(reasons),
+                    review_reasons=reasons,
                 )
             )
         t3 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Models what changes between devices, stains and the runtime's own cell finder:
 scale (-15/+18 %), rotation (any angle) and flips, centring error (+-7 % of the square), tight crops
-(plain background beyond the cell), stain / colour shifts (HSV hue,
+(plain background beyond the cell), stain density and dye balance (optical density, optional), stain / colour shifts (HSV hue,
 saturation and value; Lab a/b shifts; per-channel gain, contrast, gamma), defocus blur, sensor noise and
 JPEG re-compression.
 """
@@ -33,7 +33,8 @@ def _affine(src_px: int, out: int, zoom: float, rng, scale_range, shift_frac):
 
 
 def augment(img: np.ndarray, out: int, zoom: float, rng: np.random.Generator,
-            scale_range: tuple[float, float] = (0.85, 1.18), shift_frac: float = 0.07) -> np.ndarray:
+            scale_range: tuple[float, float] = (0.85, 1.18), shift_frac: float = 0.07,
+            strength: JitterStrength | None = None) -> np.ndarray:
     """img: uint8 RGB square, the cell in the middle. Returns uint8 RGB out x out, where ``zoom`` output px per
     source px is the canonical scale; ``scale_range`` and ``shift_frac`` (of ``out``) are the errors of the
     runtime's cell measurement and centring on other devices."""
@@ -41,7 +42,7 @@ def augment(img: np.ndarray, out: int, zoom: float, rng: np.random.Generator,
     x = cv2.warpAffine(img, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     if rng.random() < TIGHT_CROP_P:
         x = tight_crop(x, rng)
-    return colour_jitter(x, rng)
+    return colour_jitter(x, rng, strength if strength is not None else JitterStrength())
 
 
 TIGHT_CROP_P = 0.3
@@ -61,6 +62,14 @@ def tight_crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return kept
 
 
+def restain(x: np.ndarray, factors) -> np.ndarray:
+    """Each channel's optical density against the image's background multiplied by its factor (Beer-Lambert):
+    a thinner or thicker stain, or another dye balance; the background itself is unchanged."""
+    background = background_colour(x).astype(np.float32) + 1.0
+    density = -np.log(np.clip((x.astype(np.float32) + 1.0) / background, 1e-3, 1.0))
+    return np.clip(np.exp(-density * np.asarray(factors, np.float32)) * background - 1.0, 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class JitterStrength:
     """How hard ``colour_jitter`` pushes; the detector uses a milder setting than the classifier."""
@@ -69,10 +78,14 @@ class JitterStrength:
     sharpen: float = 0.5
     noise_max: float = 7.0
     jpeg_min_quality: int = 30
+    stain_density_p: float = 0.0
+    """Share of samples re-stained in optical-density space (``restain``); 0 leaves the random stream as it was."""
 
 
 def colour_jitter(x: np.ndarray, rng: np.random.Generator, strength: JitterStrength = JitterStrength()) -> np.ndarray:
     """Stain, camera and optics changes on an RGB uint8 image: what another device makes of a cell."""
+    if strength.stain_density_p and rng.random() < strength.stain_density_p:
+        x = restain(x, np.exp(rng.uniform(np.log(0.55), np.log(1.5))) * rng.uniform(0.8, 1.25, 3))
     # stain / colour: HSV
     if rng.random() < 0.8:
         hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV).astype(np.float32)

@@ -14,10 +14,12 @@ factor would bring the lymphocytes back.
 training-set statistics were the problem (the Raabin-WBC finding), this would recover much of the gap.
 
 ``bccd``: the shipped runtime on every annotated WBC of ``../shared/datasets/bccd`` (another microscope and
-stain; no class labels here), cut as a scan cuts a detection (``classifier_crop``), at BCCD's nominal 0.055 µm/px: which classes it
-names and how many it flags for review. A WBC box named ``platelet`` is wrong whatever its class.
+stain), cut as a scan cuts a detection (``classifier_crop``), at BCCD's nominal 0.055 µm/px: which classes it
+names, how many it flags for review, and its accuracy against the eye-read labels of ``models/data_bccd.py``
+(certain ones only), for each half of the by-image split. Only the "train" half may be trained on
+(``train_classifier --bccd-repeat``); the "eval" half is the cross-device check.
 
-SegWBC and BCCD are only evaluated here, never trained on; these are diagnostics, not tuning.
+SegWBC is only evaluated here, never trained on.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.inference.cell_crop import background_colour
 from models import data_pbc
+from models.augment import restain
 
 SEGWBC = Path("../shared/datasets/segwbc_d2")
 BCCD = Path("../shared/datasets/bccd")
@@ -45,13 +47,6 @@ def load_segwbc(root: Path, keep=lambda name: True) -> tuple[list[np.ndarray], n
         rows = [r for r in csv.DictReader(fh) if keep(r["image"])]
     images = [cv2.imread(str(root / "images" / r["image"])) for r in rows]
     return images, np.array([data_pbc.CLASSES.index(r["label"]) for r in rows])
-
-
-def restain(bgr: np.ndarray, factors_bgr) -> np.ndarray:
-    """Each channel's optical density against the background multiplied by its factor (Beer-Lambert)."""
-    background = background_colour(bgr).astype(np.float32) + 1.0
-    density = -np.log(np.clip((bgr.astype(np.float32) + 1.0) / background, 1e-3, 1.0))
-    return np.clip(np.exp(-density * np.asarray(factors_bgr, np.float32)) * background - 1.0, 0, 255).astype(np.uint8)
 
 
 def recall_by_class(pred: np.ndarray, y: np.ndarray) -> str:
@@ -101,25 +96,29 @@ def bccd(args) -> None:
 
     from agent.field_analysis import classifier_crop
     from agent.inference.tflite_classifier import TfliteClassifier
-    from models.detector_data import read_voc_wbc
+    from models import data_bccd
 
     classifier = TfliteClassifier(args.model.parent)
-    names, confidences = Counter(), []
-    for xml in sorted((args.bccd / "Annotations").glob("*.xml")):
-        boxes = read_voc_wbc(xml)
-        if not boxes:
-            continue
-        image = cv2.imread(str(args.bccd / "JPEGImages" / f"{xml.stem}.jpg"))
-        if image is None:
-            raise SystemExit(f"cannot read the image of {xml}")
-        for box in boxes:
-            result = classifier.classify(classifier_crop(image, box), BCCD_UM_PER_PX)
-            names[result.label] += 1
-            confidences.append(result.confidence)
-    total = sum(names.values())
-    print(f"{total} WBC boxes: " + ", ".join(f"{k} {v}" for k, v in names.most_common()))
+    cells = data_bccd.read_labels()
+    images: dict[str, np.ndarray] = {}
+    names, confidences, pred = Counter(), [], []
+    for cell in cells:
+        if cell.image not in images:
+            images[cell.image] = data_pbc.read_bgr(args.bccd / "JPEGImages" / f"{cell.image}.jpg")
+        result = classifier.classify(classifier_crop(images[cell.image], cell.box), BCCD_UM_PER_PX)
+        names[result.label] += 1
+        confidences.append(result.confidence)
+        pred.append(data_pbc.CLASSES.index(result.label))
+    print(f"{len(cells)} WBC boxes: " + ", ".join(f"{k} {v}" for k, v in names.most_common()))
     print(f"median confidence {float(np.median(confidences)):.2f}; under the review threshold 0.6: "
           f"{100 * float(np.mean(np.array(confidences) < 0.6)):.0f} %")
+    pred = np.array(pred)
+    for part in ("eval", "train"):
+        keep = np.array([c.certain and c.part == part for c in cells])
+        y = np.array([data_pbc.CLASSES.index(c.label) if c.certain else -1 for c in cells])[keep]
+        p = pred[keep]
+        print(f"eye-labelled, certain, {part} part (odd image numbers are eval): {int((p == y).sum())}/{len(y)} = "
+              f"{100 * float((p == y).mean()):.1f} %; recall: {recall_by_class(p, y)}")
 
 
 def main(argv=None) -> None:

@@ -39,6 +39,14 @@ def parse(argv=None):
     ap.add_argument("--wd", type=float, default=5e-5)
     ap.add_argument("--label-smoothing", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stain-aug", type=float, default=0.0,
+                    help="share of training samples re-stained in optical-density space (0: off)")
+    ap.add_argument("--bccd", type=Path, default=None,
+                    help="BCCD folder: log accuracy on the eye-labelled cells of its evaluation part every epoch")
+    ap.add_argument("--bccd-repeat", type=int, default=0,
+                    help="add the eye-labelled cells of BCCD's training part this many times to the training set")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="fine-tune: start from this .keras model's weights (fresh optimizer, cosine from --lr)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after this long (0: no limit)")
     ap.add_argument("--limit-steps", type=int, default=0, help="debug: steps per epoch")
@@ -57,6 +65,10 @@ def main(argv=None):
         saved = json.loads(cfg_path.read_text())
         for k in ("data", "size", "crop_factor", "width", "epochs", "batch", "lr", "wd", "label_smoothing", "seed"):
             setattr(args, k, Path(saved[k]) if k == "data" else saved[k])
+        # options added later; runs from before them used the defaults
+        args.stain_aug, args.bccd_repeat = saved.get("stain_aug", 0.0), saved.get("bccd_repeat", 0)
+        args.bccd = Path(saved["bccd"]) if saved.get("bccd") else None
+        args.init = Path(saved["init"]) if saved.get("init") else None
         args.norm = saved.get("norm", "bn")  # runs from before GroupNorm was an option
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import cv2
@@ -70,7 +82,8 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
 
     from models import data_pbc
-    from models.augment import augment
+    from models import data_bccd
+    from models.augment import JitterStrength, augment
     from models.net import build_model
 
     if args.crop_factor is None:
@@ -82,6 +95,14 @@ def main(argv=None):
     t0 = time.time()
     xtr, ytr = data_pbc.load_arrays(split["train"], "train", cache_dir, cache_px, args.crop_factor, data_pbc.CACHE_MARGIN)
     xva, yva = data_pbc.load_arrays(split["val"], "val", cache_dir, args.size, args.crop_factor)
+    if args.bccd is not None:
+        xbe, ybe = data_bccd.load_arrays(data_bccd.certain_cells("eval"), args.bccd, args.size, args.crop_factor)
+        if args.bccd_repeat:
+            xbt, ybt = data_bccd.load_arrays(data_bccd.certain_cells("train"), args.bccd, cache_px, args.crop_factor,
+                                             data_pbc.CACHE_MARGIN)
+            xtr = np.concatenate([xtr] + [xbt] * args.bccd_repeat)
+            ytr = np.concatenate([ytr] + [ybt] * args.bccd_repeat)
+    strength = JitterStrength(stain_density_p=args.stain_aug)
     print(f"data: train {xtr.shape} val {xva.shape} ({time.time() - t0:.0f} s)", flush=True)
 
     cfg = {
@@ -89,7 +110,9 @@ def main(argv=None):
         "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "wd": args.wd,
         "label_smoothing": args.label_smoothing, "seed": args.seed, "split_seed": data_pbc.SPLIT_SEED,
         "n_train": int(len(ytr)), "n_val": int(len(yva)), "classes": data_pbc.CLASSES,
-        "cache_margin": data_pbc.CACHE_MARGIN, "cache_px": cache_px,
+        "cache_margin": data_pbc.CACHE_MARGIN, "cache_px": cache_px, "stain_aug": args.stain_aug,
+        "bccd": str(args.bccd) if args.bccd else None, "bccd_repeat": args.bccd_repeat,
+        "init": str(args.init) if args.init else None,
     }
     if not args.resume:
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
@@ -113,7 +136,7 @@ def main(argv=None):
         def __getitem__(self, i):
             idx = self._order()[i * args.batch : (i + 1) * args.batch]
             rng = np.random.default_rng([args.seed, self.epoch, i])
-            xb = np.stack([augment(xtr[j], args.size, zoom, rng) for j in idx]).astype(np.float32)
+            xb = np.stack([augment(xtr[j], args.size, zoom, rng, strength=strength) for j in idx]).astype(np.float32)
             yb = keras.utils.to_categorical(ytr[idx], n_classes)
             return xb, yb
 
@@ -127,9 +150,12 @@ def main(argv=None):
         print(f"resumed after epoch {state['epoch']} (best val acc {state['best_acc']:.4f})", flush=True)
     else:
         model = build_model(args.size, n_classes, args.width, norm=args.norm)
+        if args.init is not None:
+            model.set_weights(keras.models.load_model(args.init).get_weights())
+        warmup = 1 if args.init is not None else 2
         sched = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=max(1, (args.epochs - 2) * steps), alpha=0.01,
-            warmup_target=args.lr, warmup_steps=2 * steps,
+            0.0, decay_steps=max(1, (args.epochs - warmup) * steps), alpha=0.01,
+            warmup_target=args.lr, warmup_steps=warmup * steps,
         )
         model.compile(
             optimizer=keras.optimizers.AdamW(sched, weight_decay=args.wd),
@@ -152,6 +178,9 @@ def main(argv=None):
             acc = float((p.argmax(1) == yva).mean())
             rec = {"epoch": epoch + 1, "loss": float(logs.get("loss", 0)), "train_acc": float(logs.get("accuracy", 0)),
                    "val_acc": acc, "lr": float(self.model.optimizer.learning_rate), "s": round(time.time() - self.t, 1)}
+            if args.bccd is not None:  # logged only; the best epoch is chosen on PBC validation alone
+                pb = self.model.predict(xbe.astype(np.float32), batch_size=256, verbose=0)
+                rec["bccd_eval_acc"] = float((pb.argmax(1) == ybe).mean())
             state["history"].append(rec)
             state["epoch"] = epoch + 1
             if acc > state["best_acc"]:

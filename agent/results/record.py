@@ -34,7 +34,10 @@ class CellRecord:
     """Stack index of the plane in which this cell's crop is sharpest."""
     review: bool = False
     """A person should look: the classifier's confidence was below ``inference.review_threshold``, or it called a
-    WBC-sized cell a platelet (``agent.field_analysis.needs_review``)."""
+    WBC-sized cell a platelet (``agent.field_analysis.review_reasons``)."""
+    review_reasons: tuple[str, ...] = ()
+    """Why ``review`` is set: ``low_confidence`` and/or ``platelet_size`` (lines written before this field
+    existed load with none)."""
 
 
 @dataclass
@@ -86,7 +89,8 @@ class FieldRecord:
             y_um=record["y_um"],
             planes=[PlaneRecord(**p) for p in record["planes"]],
             best_plane=record["best_plane"],
-            cells=[CellRecord(**{**c, "location": tuple(c["location"])}) for c in record["cells"]],
+            cells=[CellRecord(**{**c, "location": tuple(c["location"]),
+                                 "review_reasons": tuple(c.get("review_reasons", ()))}) for c in record["cells"]],
             focus_measure=record["focus_measure"],
             stage_um=tuple(record["stage_um"]) if record.get("stage_um") else None,
             autofocus=record.get("autofocus", {}),

@@ -3,6 +3,8 @@ without the flag still load."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from agent.config import InferenceSettings
@@ -41,6 +43,7 @@ def test_low_confidence_cell_is_flagged():
                              review_threshold=0.6)
     cells = analyzer.analyze(_planes()).cells
     assert [c.review for c in cells] == [False, True]
+    assert [c.review_reasons for c in cells] == [(), ("low_confidence",)]
 
 
 def test_zero_threshold_and_unclassified_cells_are_never_flagged():
@@ -54,12 +57,15 @@ def test_zero_threshold_and_unclassified_cells_are_never_flagged():
 
 def test_old_jsonl_lines_without_review_still_load():
     record = FieldRecord(1, 0, 0, [PlaneRecord(0, 1.0, 1, "a.jpg", True)], 0,
-                         [CellRecord((1, 2, 3, 4), 2, "neutrophil", 0.4, 0.9, 0, review=True)], "laplacian_variance")
-    line = record.jsonl_record()
+                         [CellRecord((1, 2, 3, 4), 2, "neutrophil", 0.4, 0.9, 0, review=True,
+                                     review_reasons=("low_confidence",))], "laplacian_variance")
+    line = json.loads(json.dumps(record.jsonl_record()))  # as a reader of fields.jsonl gets it
     assert line["cells"][0]["review"] is True
-    assert FieldRecord.from_jsonl(line).cells[0].review is True
-    del line["cells"][0]["review"]
-    assert FieldRecord.from_jsonl(line).cells[0].review is False
+    assert line["cells"][0]["review_reasons"] == ["low_confidence"]
+    assert FieldRecord.from_jsonl(line).cells[0] == record.cells[0]
+    del line["cells"][0]["review"], line["cells"][0]["review_reasons"]
+    old = FieldRecord.from_jsonl(line).cells[0]
+    assert old.review is False and old.review_reasons == ()
 
 
 class _SizedCells(Detector):
@@ -86,6 +92,18 @@ def test_wbc_sized_cell_called_platelet_is_flagged_however_sure():
         cells = analyzer.analyze(_wide_planes()).cells
         assert [c.label for c in cells] == ["platelet", "platelet"]  # the answer stands; only the flag differs
         assert [c.review for c in cells] == [False, True]
+        assert [c.review_reasons for c in cells] == [(), ("platelet_size",)]
+
+
+def test_unsure_platelet_of_wbc_size_gives_both_reasons():
+    class _UnsurePlatelet(Classifier):
+        def classify(self, crop, um_per_px):
+            return Classification("platelet", 0.3)
+
+    analyzer = FieldAnalyzer(_SizedCells(), _UnsurePlatelet(), um_per_px=0.11, measure="laplacian_variance",
+                             review_threshold=0.6)
+    reasons = [c.review_reasons for c in analyzer.analyze(_wide_planes()).cells]
+    assert reasons == [("low_confidence",), ("low_confidence", "platelet_size")]
 
 
 def test_platelet_size_check_uses_the_scale():
