@@ -2,7 +2,7 @@
 
     python -m models.cross_device_checks stain [--model models/wbc_classifier_int8.tflite]
     python -m models.cross_device_checks adabn --run runs/classifier_long96      # needs the training extra (Keras)
-    python -m models.cross_device_checks bccd
+    python -m models.cross_device_checks cells [--cells LIST.csv --images DIR --um-per-px X]   # default: BCCD's
 
 ``stain``: re-stains the even-numbered half of SegWBC's images in optical-density space (each channel's
 density against the image's background multiplied by a factor, the background itself unchanged) and runs
@@ -13,11 +13,11 @@ factor would bring the lymphocytes back.
 100 PBC validation squares) and compares float accuracy, 1 view, before and after. If BatchNorm's
 training-set statistics were the problem (the Raabin-WBC finding), this would recover much of the gap.
 
-``bccd``: the shipped runtime on every annotated WBC of ``../shared/datasets/bccd`` (another microscope and
-stain), cut as a scan cuts a detection (``classifier_crop``), at BCCD's nominal 0.055 µm/px: which classes it
-names, how many it flags for review, and its accuracy against the eye-read labels of ``models/data_bccd.py``
-(certain ones only), for each half of the by-image split. Only the "train" half may be trained on
-(``train_classifier --bccd-repeat``); the "eval" half is the cross-device check.
+``cells``: the runtime on every box of a labelled cell list (``models/device_cells.py``; by default BCCD's 301
+WBC boxes, another microscope and stain, at its nominal 0.055 µm/px), cut as a scan cuts a detection
+(``classifier_crop``): which classes it names, how many it flags for review, and its accuracy against the
+certain labels of each part. Only the "train" part may be trained on (``train_classifier --cells-repeat``); the
+"eval" part is the check.
 
 SegWBC is only evaluated here, never trained on.
 """
@@ -36,8 +36,6 @@ from models import data_pbc
 from models.augment import restain
 
 SEGWBC = Path("../shared/datasets/segwbc_d2")
-BCCD = Path("../shared/datasets/bccd")
-BCCD_UM_PER_PX = 0.055
 DENSITY_FACTORS_BGR = [(1, 1, 1), (1, 1, 1.15), (1, 1, 1.3), (1.2, 1.2, 1.2), (1.2, 1.2, 1.4), (1.4, 1.4, 1.4),
                        (1.1, 1.0, 1.3), (0.8, 0.8, 0.8)]
 
@@ -91,45 +89,55 @@ def adabn(args) -> None:
         print(f"statistics from {name}: SegWBC {accuracy(x, y):.0f} %, PBC val {accuracy(xv, yv):.1f} %")
 
 
-def bccd(args) -> None:
+def cells(args) -> None:
     from collections import Counter
 
     from agent.field_analysis import classifier_crop
     from agent.inference.tflite_classifier import TfliteClassifier
-    from models import data_bccd
+    from models import device_cells
 
     classifier = TfliteClassifier(args.model.parent)
-    cells = data_bccd.read_labels()
+    listed = device_cells.read_cells(args.cells)
     images: dict[str, np.ndarray] = {}
     names, confidences, pred = Counter(), [], []
-    for cell in cells:
+    for cell in listed:
         if cell.image not in images:
-            images[cell.image] = data_pbc.read_bgr(args.bccd / "JPEGImages" / f"{cell.image}.jpg")
-        result = classifier.classify(classifier_crop(images[cell.image], cell.box), BCCD_UM_PER_PX)
+            images[cell.image] = data_pbc.read_bgr(args.images / cell.image)
+        result = classifier.classify(classifier_crop(images[cell.image], cell.box), args.um_per_px)
         names[result.label] += 1
         confidences.append(result.confidence)
         pred.append(data_pbc.CLASSES.index(result.label))
-    print(f"{len(cells)} WBC boxes: " + ", ".join(f"{k} {v}" for k, v in names.most_common()))
+    print(f"{len(listed)} WBC boxes: " + ", ".join(f"{k} {v}" for k, v in names.most_common()))
     print(f"median confidence {float(np.median(confidences)):.2f}; under the review threshold 0.6: "
           f"{100 * float(np.mean(np.array(confidences) < 0.6)):.0f} %")
     pred = np.array(pred)
-    for part in ("eval", "train"):
-        keep = np.array([c.certain and c.part == part for c in cells])
-        y = np.array([data_pbc.CLASSES.index(c.label) if c.certain else -1 for c in cells])[keep]
+    for part in device_cells.PARTS:
+        keep = np.array([c.usable and c.part == part for c in listed])
+        if not keep.any():
+            continue
+        y = np.array([data_pbc.CLASSES.index(c.label) if c.usable else -1 for c in listed])[keep]
         p = pred[keep]
-        print(f"eye-labelled, certain, {part} part (odd image numbers are eval): {int((p == y).sum())}/{len(y)} = "
-              f"{100 * float((p == y).mean()):.1f} %; recall: {recall_by_class(p, y)}")
+        print(f"certain labels, {part} part: {int((p == y).sum())}/{len(y)} = {100 * float((p == y).mean()):.1f} %; "
+              f"recall: {recall_by_class(p, y)}")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("check", choices=["stain", "adabn", "bccd"])
+    ap.add_argument("check", choices=["stain", "adabn", "cells"])
     ap.add_argument("--segwbc", type=Path, default=SEGWBC)
-    ap.add_argument("--bccd", type=Path, default=BCCD)
+    ap.add_argument("--cells", type=Path, default=None, help="cell list (default: BCCD's, models/device_cells.py)")
+    ap.add_argument("--images", type=Path, default=None, help="its images (default: BCCD's JPEGImages)")
+    ap.add_argument("--um-per-px", type=float, default=None, help="their scale (default: BCCD's 0.055)")
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parent / "wbc_classifier_int8.tflite")
     ap.add_argument("--run", type=Path, default=Path("runs/classifier_long96"))
     args = ap.parse_args(argv)
-    {"stain": stain, "adabn": adabn, "bccd": bccd}[args.check](args)
+    if args.check == "cells":
+        from models import device_cells
+
+        args.cells = args.cells or device_cells.BCCD_CELLS
+        args.images = args.images or device_cells.BCCD_IMAGES
+        args.um_per_px = args.um_per_px or device_cells.BCCD_UM_PER_PX
+    {"stain": stain, "adabn": adabn, "cells": cells}[args.check](args)
 
 
 if __name__ == "__main__":

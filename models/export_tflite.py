@@ -5,7 +5,8 @@
 
 Calibration uses ``--n-calib`` training crops (canonical preprocessing, no augmentation) picked with a
 fixed seed. Also writes the float32 TFLite model (``--float-out``, by default in the first run) for the
-float-vs-int8 comparison, the labels file and the preprocessing spec (``wbc_classifier_spec.json``).
+float-vs-int8 comparison, the labels file, the preprocessing spec (``wbc_classifier_spec.json``) and each
+member's float weights (``wbc_classifier_memberK.npz``, for ``train_classifier --init``).
 
 Several runs (trained with the same input size and crop, e.g. two seeds) become one model whose output is
 the arithmetic mean of their softmax outputs: one file and one invoke for the runtime, which needs to
@@ -110,7 +111,8 @@ def main(argv=None):
     for run, other in zip(args.run[1:], cfgs[1:]):
         if (other["size"], other["crop_factor"], other["split_seed"]) != (size, factor, cfg["split_seed"]):
             ap.error(f"{run}: input size, crop factor or split differ from {args.run[0]}'s; cannot ensemble")
-    model = ensemble([keras.models.load_model(run / f"{args.weights}.keras", compile=False) for run in args.run])
+    members = [keras.models.load_model(run / f"{args.weights}.keras", compile=False) for run in args.run]
+    model = ensemble(members)
     first = args.run[0]
     float_out = args.float_out or first / ("wbc_classifier_float32.tflite" if len(args.run) == 1
                                            else "wbc_ensemble_float32.tflite")
@@ -156,7 +158,11 @@ def main(argv=None):
     if len(cfgs) > 1:
         spec["keras_run"] = {"ensemble": "arithmetic mean of the members' softmax outputs, in the graph",
                              "members": cfgs}
+    if any(c.get("cells") or c.get("bccd") for c in cfgs):  # "bccd": the option's name when the shipped runs were made
+        spec["trained_on"] += "; fine-tuned with labelled cells of another device (BCCD, models/device_cells.py)"
     (model_dir / "wbc_classifier_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    for k, member in enumerate(members):  # float weights, to fine-tune from without the training runs (--init)
+        np.savez_compressed(model_dir / f"wbc_classifier_member{k}.npz", *member.get_weights())
     print(json.dumps({k: info[k] for k in ("input", "output", "ops")}, indent=1))
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
 

@@ -10,6 +10,14 @@ resumed run sees the same data as an uninterrupted one. Then:
 
     python -m models.export_tflite --run runs/classifier
     python -m models.eval_classifier --run runs/classifier
+
+Adapting a trained model to another microscope: label some of its cells (``models/device_cells.py``) and
+fine-tune from the model with them added to PBC's training crops (``--init``: a run's ``best.keras``, or a
+shipped member's ``models/wbc_classifier_memberK.npz``), e.g. the shipped members were made with BCCD's:
+
+    nice -n 19 python -m models.train_classifier --out runs/ft_C_s0 --init runs/classifier_long96/best.keras \
+        --cells models/data/bccd_wbc_labels.csv --cells-images ../shared/datasets/bccd/JPEGImages \
+        --cells-um-per-px 0.055 --cells-repeat 8 --epochs 10 --lr 1e-4
 """
 
 from __future__ import annotations
@@ -41,12 +49,16 @@ def parse(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stain-aug", type=float, default=0.0,
                     help="share of training samples re-stained in optical-density space (0: off)")
-    ap.add_argument("--bccd", type=Path, default=None,
-                    help="BCCD folder: log accuracy on the eye-labelled cells of its evaluation part every epoch")
-    ap.add_argument("--bccd-repeat", type=int, default=0,
-                    help="add the eye-labelled cells of BCCD's training part this many times to the training set")
+    ap.add_argument("--cells", type=Path, default=None,
+                    help="labelled cells of another device (models/device_cells.py): log accuracy on its eval part "
+                         "every epoch, and with --cells-repeat train on its train part")
+    ap.add_argument("--cells-images", type=Path, default=None, help="folder of the images --cells names")
+    ap.add_argument("--cells-um-per-px", type=float, default=None, help="the scale of those images")
+    ap.add_argument("--cells-repeat", type=int, default=0,
+                    help="add the train part of --cells this many times to the training set (0: only log)")
     ap.add_argument("--init", type=Path, default=None,
-                    help="fine-tune: start from this .keras model's weights (fresh optimizer, cosine from --lr)")
+                    help="fine-tune: start from these weights (a run's .keras, or an exported "
+                         "models/wbc_classifier_memberK.npz; fresh optimizer, cosine from --lr)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after this long (0: no limit)")
     ap.add_argument("--limit-steps", type=int, default=0, help="debug: steps per epoch")
@@ -54,8 +66,20 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
+def init_weights(path: Path) -> list[np.ndarray]:
+    """Weights to fine-tune from: a training run's ``.keras`` file or an exported member's ``.npz``."""
+    if path.suffix == ".npz":
+        with np.load(path) as arrays:
+            return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    import keras
+
+    return keras.models.load_model(path).get_weights()
+
+
 def main(argv=None):
     args = parse(argv)
+    if args.cells is not None and (args.cells_images is None or not (args.cells_um_per_px or 0) > 0):
+        raise SystemExit("--cells needs --cells-images and a positive --cells-um-per-px")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
@@ -66,9 +90,11 @@ def main(argv=None):
         for k in ("data", "size", "crop_factor", "width", "epochs", "batch", "lr", "wd", "label_smoothing", "seed"):
             setattr(args, k, Path(saved[k]) if k == "data" else saved[k])
         # options added later; runs from before them used the defaults
-        args.stain_aug, args.bccd_repeat = saved.get("stain_aug", 0.0), saved.get("bccd_repeat", 0)
-        args.bccd = Path(saved["bccd"]) if saved.get("bccd") else None
-        args.init = Path(saved["init"]) if saved.get("init") else None
+        args.stain_aug, args.init = saved.get("stain_aug", 0.0), Path(saved["init"]) if saved.get("init") else None
+        cells = saved.get("cells")
+        args.cells = Path(cells["list"]) if cells else None
+        args.cells_images = Path(cells["images"]) if cells else None
+        args.cells_um_per_px, args.cells_repeat = (cells["um_per_px"], cells["repeat"]) if cells else (None, 0)
         args.norm = saved.get("norm", "bn")  # runs from before GroupNorm was an option
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import cv2
@@ -82,7 +108,7 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
 
     from models import data_pbc
-    from models import data_bccd
+    from models import device_cells
     from models.augment import JitterStrength, augment
     from models.net import build_model
 
@@ -95,13 +121,16 @@ def main(argv=None):
     t0 = time.time()
     xtr, ytr = data_pbc.load_arrays(split["train"], "train", cache_dir, cache_px, args.crop_factor, data_pbc.CACHE_MARGIN)
     xva, yva = data_pbc.load_arrays(split["val"], "val", cache_dir, args.size, args.crop_factor)
-    if args.bccd is not None:
-        xbe, ybe = data_bccd.load_arrays(data_bccd.certain_cells("eval"), args.bccd, args.size, args.crop_factor)
-        if args.bccd_repeat:
-            xbt, ybt = data_bccd.load_arrays(data_bccd.certain_cells("train"), args.bccd, cache_px, args.crop_factor,
-                                             data_pbc.CACHE_MARGIN)
-            xtr = np.concatenate([xtr] + [xbt] * args.bccd_repeat)
-            ytr = np.concatenate([ytr] + [ybt] * args.bccd_repeat)
+    if args.cells is not None:
+        def cell_arrays(part, size, margin=1.0):
+            return device_cells.load_arrays(device_cells.usable_cells(part, args.cells), args.cells_images,
+                                            args.cells_um_per_px, size, args.crop_factor, margin)
+
+        xce, yce = cell_arrays("eval", args.size)
+        if args.cells_repeat:
+            xct, yct = cell_arrays("train", cache_px, data_pbc.CACHE_MARGIN)
+            xtr = np.concatenate([xtr] + [xct] * args.cells_repeat)
+            ytr = np.concatenate([ytr] + [yct] * args.cells_repeat)
     strength = JitterStrength(stain_density_p=args.stain_aug)
     print(f"data: train {xtr.shape} val {xva.shape} ({time.time() - t0:.0f} s)", flush=True)
 
@@ -111,7 +140,8 @@ def main(argv=None):
         "label_smoothing": args.label_smoothing, "seed": args.seed, "split_seed": data_pbc.SPLIT_SEED,
         "n_train": int(len(ytr)), "n_val": int(len(yva)), "classes": data_pbc.CLASSES,
         "cache_margin": data_pbc.CACHE_MARGIN, "cache_px": cache_px, "stain_aug": args.stain_aug,
-        "bccd": str(args.bccd) if args.bccd else None, "bccd_repeat": args.bccd_repeat,
+        "cells": {"list": str(args.cells), "images": str(args.cells_images), "um_per_px": args.cells_um_per_px,
+                  "repeat": args.cells_repeat} if args.cells else None,
         "init": str(args.init) if args.init else None,
     }
     if not args.resume:
@@ -151,7 +181,7 @@ def main(argv=None):
     else:
         model = build_model(args.size, n_classes, args.width, norm=args.norm)
         if args.init is not None:
-            model.set_weights(keras.models.load_model(args.init).get_weights())
+            model.set_weights(init_weights(args.init))
         warmup = 1 if args.init is not None else 2
         sched = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=max(1, (args.epochs - warmup) * steps), alpha=0.01,
@@ -178,9 +208,9 @@ def main(argv=None):
             acc = float((p.argmax(1) == yva).mean())
             rec = {"epoch": epoch + 1, "loss": float(logs.get("loss", 0)), "train_acc": float(logs.get("accuracy", 0)),
                    "val_acc": acc, "lr": float(self.model.optimizer.learning_rate), "s": round(time.time() - self.t, 1)}
-            if args.bccd is not None:  # logged only; the best epoch is chosen on PBC validation alone
-                pb = self.model.predict(xbe.astype(np.float32), batch_size=256, verbose=0)
-                rec["bccd_eval_acc"] = float((pb.argmax(1) == ybe).mean())
+            if args.cells is not None and len(yce):  # logged only; the best epoch is chosen on PBC validation alone
+                pc = self.model.predict(xce.astype(np.float32), batch_size=256, verbose=0)
+                rec["cells_eval_acc"] = float((pc.argmax(1) == yce).mean())
             state["history"].append(rec)
             state["epoch"] = epoch + 1
             if acc > state["best_acc"]:

@@ -1,40 +1,66 @@
-"""Training inputs that need no TensorFlow: BCCD's eye-read labels and the optical-density re-staining."""
+"""Training inputs that need no TensorFlow: cell lists of another device (BCCD's eye-read labels) and the
+optical-density re-staining."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models import data_bccd, data_pbc
+from models import data_pbc, device_cells
 from models.augment import JitterStrength, colour_jitter, restain
 from models.detector_data import read_voc_wbc
+from models.train_classifier import init_weights
 
 BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 MAIN_CLASSES = {"neutrophil", "eosinophil", "lymphocyte", "monocyte", "basophil"}
 
 
 def test_bccd_labels_are_known_classes_and_certain_only_where_named():
-    cells = data_bccd.read_labels()
+    cells = device_cells.read_cells()
     assert len(cells) == 301
     assert {c.label for c in cells} <= MAIN_CLASSES | {"unknown"}
     assert all(c.label in MAIN_CLASSES for c in cells if c.certain)
-    assert all(c.label in data_pbc.CLASSES for c in cells if c.certain)
-    assert all(w > 0 and h > 0 for c in cells for _, _, w, h in [c.box])
+    assert sum(c.usable for c in cells) == 222
 
 
-def test_bccd_split_is_by_image_and_covers_every_certain_cell():
-    train, evaluate = data_bccd.certain_cells("train"), data_bccd.certain_cells("eval")
+def test_bccd_parts_are_split_by_image_and_cover_every_usable_cell():
+    train, evaluate = device_cells.usable_cells("train"), device_cells.usable_cells("eval")
     assert {c.image for c in train}.isdisjoint({c.image for c in evaluate})
-    assert len(train) + len(evaluate) == sum(c.certain for c in data_bccd.read_labels())
+    assert len(train) + len(evaluate) == 222
     assert len(train) > 50 and len(evaluate) > 50
-    # each half has more than neutrophils, or it would say nothing about the other classes
+    # each part has more than neutrophils, or it would say nothing about the other classes
     assert len({c.label for c in evaluate}) >= 4
 
 
+@pytest.mark.parametrize("row, complaint", [
+    ("a.jpg,1,2,3,4,neutrophil,yes,train", None),
+    ("a.jpg,1,2,3,4,granulocyte,yes,train", "label"),
+    ("a.jpg,1,2,3,4,neutrophil,yes,test", "part"),
+    ("a.jpg,1,2,0,4,neutrophil,yes,train", "box"),
+    ("a.jpg,1,2,three,4,neutrophil,yes,train", "not a cell row"),
+    ("a.jpg,1,2,3,4,neutrophil", "not a cell row"),
+])
+def test_a_bad_row_of_a_cell_list_names_its_line(tmp_path, row, complaint):
+    path = tmp_path / "cells.csv"
+    path.write_text("image,x,y,w,h,label,certain,part\n" + row + "\n")
+    if complaint is None:
+        assert device_cells.read_cells(path)[0].box == (1, 2, 3, 4)
+        return
+    with pytest.raises(ValueError, match=complaint) as err:
+        device_cells.read_cells(path)
+    assert ":2:" in str(err.value)
+
+
 @pytest.mark.skipif(not BCCD.is_dir(), reason="../shared/datasets/bccd not present")
-def test_bccd_labels_point_at_annotated_wbc_boxes():
-    for cell in data_bccd.read_labels():
-        assert cell.box in read_voc_wbc(BCCD / "Annotations" / f"{cell.image}.xml"), cell
+def test_bccd_labels_point_at_annotated_wbc_boxes_and_cut_like_the_scan():
+    for cell in device_cells.read_cells():
+        assert cell.box in read_voc_wbc(BCCD / "Annotations" / f"{Path(cell.image).stem}.xml"), cell
+    x, y = device_cells.load_arrays(device_cells.usable_cells("eval")[:3], BCCD / "JPEGImages",
+                                    device_cells.BCCD_UM_PER_PX, 96, data_pbc.CROP_FACTOR)
+    assert x.shape == (3, 96, 96, 3) and x.dtype == np.uint8
+    assert [data_pbc.CLASSES[k] for k in y] == [c.label for c in device_cells.usable_cells("eval")[:3]]
+    assert x.std() > 10  # real image content, not a fill colour
 
 
 def _stained_square() -> np.ndarray:
@@ -64,3 +90,23 @@ def test_stain_density_off_keeps_the_jitter_stream_unchanged():
     assert np.array_equal(a, b)
     c = colour_jitter(x, np.random.default_rng(7), JitterStrength(stain_density_p=1.0))
     assert not np.array_equal(a, c)
+
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def test_shipped_member_weights_match_the_shipped_ensemble():
+    members = json.loads((MODELS / "wbc_classifier_spec.json").read_text())["keras_run"]["members"]
+    files = sorted(MODELS.glob("wbc_classifier_member*.npz"))
+    assert [f.name for f in files] == [f"wbc_classifier_member{k}.npz" for k in range(len(members))]
+    for f in files:
+        arrays = init_weights(f)
+        assert sum(a.size for a in arrays) == 209_928  # models/net.py width "m", 8 classes
+        assert arrays[-1].shape == (len(data_pbc.CLASSES),)  # the last layer's bias: one per class
+        assert all(np.isfinite(a).all() for a in arrays)
+
+
+def test_init_weights_keep_the_order_of_the_arrays(tmp_path):
+    arrays = [np.arange(k + 1, dtype=np.float32) for k in range(12)]  # more than 10: arr_10 must follow arr_9
+    np.savez_compressed(tmp_path / "m.npz", *arrays)
+    assert [a.tolist() for a in init_weights(tmp_path / "m.npz")] == [a.tolist() for a in arrays]
