@@ -3,6 +3,7 @@ crop around each box (``agent.field_analysis.classifier_crop``) and the shipped 
 
     python benchmarks/classifier_fields.py slide [--fields 40]   # the virtual slide, scored against its truth
     python benchmarks/classifier_fields.py milab                 # ../shared/datasets/milab_stacks/0152
+    python benchmarks/classifier_fields.py cells [--part eval]   # BCCD's eye-labelled cells (models/device_cells.py)
 
 The virtual slide's cells are PBC crops that no split uses (the first 12 files of each class), pasted
 at 0.17 µm/px and rendered at the camera's 0.11 µm/px: a scale the classifier never saw in training.
@@ -26,6 +27,7 @@ from agent.config import load_settings  # noqa: E402
 from agent.field_analysis import classifier_crop  # noqa: E402
 from agent.inference.boxes import iou  # noqa: E402
 from agent.inference.tflite_classifier import TfliteClassifier  # noqa: E402
+from models import device_cells  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
 
@@ -74,6 +76,27 @@ def cmd_milab(args) -> None:
     score(cells, 0.11, "miLab 0152 plane 005")
 
 
+def cmd_cells(args) -> None:
+    listed = [c for c in device_cells.read_cells(args.cells) if c.usable and c.part == args.part]
+    detector = build_detector(load_settings())
+    cells, missed = [], 0
+    by_image: dict[str, list] = {}
+    for c in listed:
+        by_image.setdefault(c.image, []).append(c)
+    for name, truth in sorted(by_image.items()):
+        image = cv2.imread(str(args.images / name))
+        if image is None:
+            raise SystemExit(f"cannot read {args.images / name}")
+        dets = detector.detect(image, args.um_per_px)
+        for t in truth:
+            match = max(dets, key=lambda d: iou(d.box, t.box), default=None)
+            if match is None or iou(match.box, t.box) < 0.5:
+                missed += 1
+                continue
+            cells.append((classifier_crop(image, match.box), t.label))
+    score(cells, args.um_per_px, f"{args.cells.name}, {args.part} part ({missed} labelled cells not detected)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -81,6 +104,12 @@ def main() -> None:
     slide.add_argument("--fields", type=int, default=40)
     slide.set_defaults(run=cmd_slide)
     sub.add_parser("milab").set_defaults(run=cmd_milab)
+    cells = sub.add_parser("cells")
+    cells.add_argument("--cells", type=Path, default=device_cells.BCCD_CELLS)
+    cells.add_argument("--images", type=Path, default=DATA / "bccd" / "JPEGImages")
+    cells.add_argument("--um-per-px", type=float, default=device_cells.BCCD_UM_PER_PX)
+    cells.add_argument("--part", default="eval", choices=device_cells.PARTS)
+    cells.set_defaults(run=cmd_cells)
     args = parser.parse_args()
     args.run(args)
 

@@ -2,7 +2,7 @@
 
     python -m models.cross_device_checks stain [--model models/wbc_classifier_int8.tflite]
     python -m models.cross_device_checks adabn --run runs/classifier_long96      # needs the training extra (Keras)
-    python -m models.cross_device_checks cells [--cells LIST.csv --images DIR --um-per-px X]   # default: BCCD's
+    python -m models.cross_device_checks cells [--cells LIST.csv --images DIR --um-per-px X] [--framings]  # default: BCCD's
 
 ``stain``: re-stains the even-numbered half of SegWBC's images in optical-density space (each channel's
 density against the image's background multiplied by a factor, the background itself unchanged) and runs
@@ -119,6 +119,25 @@ def cells(args) -> None:
         p = pred[keep]
         print(f"certain labels, {part} part: {int((p == y).sum())}/{len(y)} = {100 * float((p == y).mean()):.1f} %; "
               f"recall: {recall_by_class(p, y)}")
+    if args.framings:
+        framings(classifier, [c for c in listed if c.usable and c.part == "eval"], images, args.um_per_px)
+
+
+def framings(classifier, cells, images: dict, um_per_px: float) -> None:
+    """The same cells cut 0.1, 0.5 and 1 box size around their box, with and without the µm/px hint, and from
+    the image at half size: how much the answers depend on how a caller crops."""
+    from agent.field_analysis import classifier_crop
+
+    def right(cut, hint) -> int:
+        return sum(classifier.classify(cut(c), hint).label == c.label for c in cells)
+
+    for margin in (0.1, 0.5, 1.0):
+        for hint in (um_per_px, None):
+            n = right(lambda c: classifier_crop(images[c.image], c.box, margin), hint)
+            print(f"eval part, crop {margin} box sizes around, hint {hint}: {n}/{len(cells)}")
+    halves = {k: cv2.resize(v, (v.shape[1] // 2, v.shape[0] // 2), interpolation=cv2.INTER_AREA) for k, v in images.items()}
+    n = right(lambda c: classifier_crop(halves[c.image], tuple(v // 2 for v in c.box)), None)
+    print(f"eval part, image at half size, no hint: {n}/{len(cells)}")
 
 
 def main(argv=None) -> None:
@@ -128,6 +147,7 @@ def main(argv=None) -> None:
     ap.add_argument("--cells", type=Path, default=None, help="cell list (default: BCCD's, models/device_cells.py)")
     ap.add_argument("--images", type=Path, default=None, help="its images (default: BCCD's JPEGImages)")
     ap.add_argument("--um-per-px", type=float, default=None, help="their scale (default: BCCD's 0.055)")
+    ap.add_argument("--framings", action="store_true", help="cells: also other crops of the eval part's cells")
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parent / "wbc_classifier_int8.tflite")
     ap.add_argument("--run", type=Path, default=Path("runs/classifier_long96"))
     args = ap.parse_args(argv)
