@@ -32,9 +32,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent.config import InferenceSettings
 from models import data_pbc
 from models.augment import restain
 
+REVIEW_THRESHOLD = InferenceSettings().review_threshold
 SEGWBC = Path("../shared/datasets/segwbc_d2")
 DENSITY_FACTORS_BGR = [(1, 1, 1), (1, 1, 1.15), (1, 1, 1.3), (1.2, 1.2, 1.2), (1.2, 1.2, 1.4), (1.4, 1.4, 1.4),
                        (1.1, 1.0, 1.3), (0.8, 0.8, 0.8)]
@@ -108,8 +110,8 @@ def cells(args) -> None:
         confidences.append(result.confidence)
         pred.append(data_pbc.CLASSES.index(result.label))
     print(f"{len(listed)} WBC boxes: " + ", ".join(f"{k} {v}" for k, v in names.most_common()))
-    print(f"median confidence {float(np.median(confidences)):.2f}; under the review threshold 0.6: "
-          f"{100 * float(np.mean(np.array(confidences) < 0.6)):.0f} %")
+    print(f"median confidence {float(np.median(confidences)):.2f}; under the review threshold {REVIEW_THRESHOLD}: "
+          f"{100 * float(np.mean(np.array(confidences) < REVIEW_THRESHOLD)):.0f} %")
     pred = np.array(pred)
     for part in device_cells.PARTS:
         keep = np.array([c.usable and c.part == part for c in listed])
@@ -121,6 +123,35 @@ def cells(args) -> None:
               f"recall: {recall_by_class(p, y)}")
     if args.framings:
         framings(classifier, [c for c in listed if c.usable and c.part == "eval"], images, args.um_per_px)
+    if args.write_samples:
+        write_samples(args.write_samples, [(c, int(k), conf) for c, k, conf in zip(listed, pred, confidences)
+                                           if c.usable and c.part == "eval"], images)
+
+
+SAMPLES_PER_CLASS = {"neutrophil": 3, "eosinophil": 2, "lymphocyte": 2, "monocyte": 1}
+
+
+def write_samples(folder: Path, cells: list, images: dict, seed: int = 7) -> None:
+    """Test fixtures: per class, the first eval-part cells in a seeded order that the model names right and is
+    sure of (not flagged for review, so that a last-bit difference between builds cannot flip them), cut as a
+    scan cuts them and saved at half size (JPEG) as ``<class>__<image stem>_<x>_<y>.jpg``."""
+    from agent.field_analysis import classifier_crop
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*__*.jpg"):
+        old.unlink()
+    taken: dict[str, int] = {}
+    for k in np.random.default_rng(seed).permutation(len(cells)):
+        cell, predicted, confidence = cells[k]
+        if (taken.get(cell.label, 0) >= SAMPLES_PER_CLASS.get(cell.label, 0) or data_pbc.CLASSES[predicted] != cell.label
+                or confidence < REVIEW_THRESHOLD):
+            continue
+        crop = classifier_crop(images[cell.image], cell.box)
+        half = cv2.resize(crop, (crop.shape[1] // 2, crop.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        name = f"{cell.label}__{Path(cell.image).stem}_{cell.box[0]}_{cell.box[1]}.jpg"
+        cv2.imwrite(str(folder / name), half, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        taken[cell.label] = taken.get(cell.label, 0) + 1
+    print(f"wrote {sum(taken.values())} samples to {folder}: {taken}")
 
 
 def framings(classifier, cells, images: dict, um_per_px: float) -> None:
@@ -148,6 +179,8 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=Path, default=None, help="its images (default: BCCD's JPEGImages)")
     ap.add_argument("--um-per-px", type=float, default=None, help="their scale (default: BCCD's 0.055)")
     ap.add_argument("--framings", action="store_true", help="cells: also other crops of the eval part's cells")
+    ap.add_argument("--write-samples", type=Path, default=None,
+                    help="cells: write test fixtures from the eval part's correctly named cells into this folder")
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parent / "wbc_classifier_int8.tflite")
     ap.add_argument("--run", type=Path, default=Path("runs/classifier_long96"))
     args = ap.parse_args(argv)

@@ -85,6 +85,22 @@ def test_runtime_classifies_validation_samples(classifier, path):
     assert 0.0 < result.confidence <= 1.0
 
 
+BCCD_SAMPLES = sorted((ROOT / "tests" / "models" / "samples_bccd").glob("*__*.jpg"))
+
+
+def test_bccd_samples_bundled():
+    assert len(BCCD_SAMPLES) == 8
+    assert {p.name.split("__")[0] for p in BCCD_SAMPLES} == {"neutrophil", "eosinophil", "lymphocyte", "monocyte"}
+
+
+@pytest.mark.parametrize("path", BCCD_SAMPLES, ids=[p.name for p in BCCD_SAMPLES])
+def test_runtime_classifies_another_microscopes_cells(classifier, path):
+    """Cells of another microscope and stain, from the part of BCCD the model was not trained on, cut as a scan
+    cuts them, without a µm/px: the PBC-only model called pink-cytoplasm neutrophils like these eosinophil."""
+    result = classifier.classify(cv2.imread(str(path), cv2.IMREAD_COLOR))
+    assert result.label == path.name.split("__")[0]
+
+
 def test_runtime_input_follows_the_spec(classifier, spec):
     size = spec["input"]["size_px"]
     crop = np.zeros((300, 200, 3), np.uint8)
