@@ -107,8 +107,7 @@ def main(argv=None):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(args.seed)
 
-    from models import data_pbc
-    from models import device_cells
+    from models import data_pbc, device_cells
     from models.augment import JitterStrength, augment
     from models.net import build_model
 

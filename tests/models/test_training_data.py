@@ -10,7 +10,7 @@ import pytest
 from models import data_pbc, device_cells
 from models.augment import JitterStrength, colour_jitter, restain
 from models.detector_data import read_voc_wbc
-from models.train_classifier import init_weights
+from models.train_classifier import init_weights, main as train_main
 
 BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 MAIN_CLASSES = {"neutrophil", "eosinophil", "lymphocyte", "monocyte", "basophil"}
@@ -110,3 +110,10 @@ def test_init_weights_keep_the_order_of_the_arrays(tmp_path):
     arrays = [np.arange(k + 1, dtype=np.float32) for k in range(12)]  # more than 10: arr_10 must follow arr_9
     np.savez_compressed(tmp_path / "m.npz", *arrays)
     assert [a.tolist() for a in init_weights(tmp_path / "m.npz")] == [a.tolist() for a in arrays]
+
+
+@pytest.mark.parametrize("extra", [[], ["--cells-images", "imgs"], ["--cells-images", "imgs", "--cells-um-per-px", "0"]])
+def test_a_cell_list_without_its_images_or_scale_is_refused_before_training(tmp_path, extra):
+    with pytest.raises(SystemExit, match="--cells needs"):
+        train_main(["--out", str(tmp_path / "run"), "--cells", str(device_cells.BCCD_CELLS), *extra])
+    assert not (tmp_path / "run").exists()
