@@ -77,7 +77,7 @@ def cmd_milab(args) -> None:
 
 
 def cmd_cells(args) -> None:
-    listed = [c for c in device_cells.read_cells(args.cells) if c.usable and c.part == args.part]
+    listed = device_cells.usable_cells(args.part, args.cells)
     detector = build_detector(load_settings())
     cells, missed = [], 0
     by_image: dict[str, list] = {}
@@ -106,7 +106,7 @@ def main() -> None:
     sub.add_parser("milab").set_defaults(run=cmd_milab)
     cells = sub.add_parser("cells")
     cells.add_argument("--cells", type=Path, default=device_cells.BCCD_CELLS)
-    cells.add_argument("--images", type=Path, default=DATA / "bccd" / "JPEGImages")
+    cells.add_argument("--images", type=Path, default=device_cells.BCCD_IMAGES)
     cells.add_argument("--um-per-px", type=float, default=device_cells.BCCD_UM_PER_PX)
     cells.add_argument("--part", default="eval", choices=device_cells.PARTS)
     cells.set_defaults(run=cmd_cells)

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from agent.config import InferenceSettings
+from agent.field_analysis import classifier_crop
 from models import data_pbc
 from models.augment import restain
 
@@ -94,7 +95,6 @@ def adabn(args) -> None:
 def cells(args) -> None:
     from collections import Counter
 
-    from agent.field_analysis import classifier_crop
     from agent.inference.tflite_classifier import TfliteClassifier
     from models import device_cells
 
@@ -128,6 +128,11 @@ def cells(args) -> None:
                                            if c.usable and c.part == "eval"], images)
 
 
+def half_size(image: np.ndarray) -> np.ndarray:
+    """The image at half its size (``INTER_AREA``), as a camera with half the resolution would give it."""
+    return cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
 SAMPLES_PER_CLASS = {"neutrophil": 3, "eosinophil": 2, "lymphocyte": 2, "monocyte": 1}
 
 
@@ -135,8 +140,6 @@ def write_samples(folder: Path, cells: list, images: dict, seed: int = 7) -> Non
     """Test fixtures: per class, the first eval-part cells in a seeded order that the model names right and is
     sure of (not flagged for review, so that a last-bit difference between builds cannot flip them), cut as a
     scan cuts them and saved at half size (JPEG) as ``<class>__<image stem>_<x>_<y>.jpg``."""
-    from agent.field_analysis import classifier_crop
-
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*__*.jpg"):
         old.unlink()
@@ -147,9 +150,8 @@ def write_samples(folder: Path, cells: list, images: dict, seed: int = 7) -> Non
                 or confidence < REVIEW_THRESHOLD):
             continue
         crop = classifier_crop(images[cell.image], cell.box)
-        half = cv2.resize(crop, (crop.shape[1] // 2, crop.shape[0] // 2), interpolation=cv2.INTER_AREA)
         name = f"{cell.label}__{Path(cell.image).stem}_{cell.box[0]}_{cell.box[1]}.jpg"
-        cv2.imwrite(str(folder / name), half, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        cv2.imwrite(str(folder / name), half_size(crop), [cv2.IMWRITE_JPEG_QUALITY, 90])
         taken[cell.label] = taken.get(cell.label, 0) + 1
     print(f"wrote {sum(taken.values())} samples to {folder}: {taken}")
 
@@ -157,8 +159,6 @@ def write_samples(folder: Path, cells: list, images: dict, seed: int = 7) -> Non
 def framings(classifier, cells, images: dict, um_per_px: float) -> None:
     """The same cells cut 0.1, 0.5 and 1 box size around their box, with and without the µm/px hint, and from
     the image at half size: how much the answers depend on how a caller crops."""
-    from agent.field_analysis import classifier_crop
-
     def right(cut, hint) -> int:
         return sum(classifier.classify(cut(c), hint).label == c.label for c in cells)
 
@@ -166,7 +166,7 @@ def framings(classifier, cells, images: dict, um_per_px: float) -> None:
         for hint in (um_per_px, None):
             n = right(lambda c: classifier_crop(images[c.image], c.box, margin), hint)
             print(f"eval part, crop {margin} box sizes around, hint {hint}: {n}/{len(cells)}")
-    halves = {k: cv2.resize(v, (v.shape[1] // 2, v.shape[0] // 2), interpolation=cv2.INTER_AREA) for k, v in images.items()}
+    halves = {k: half_size(v) for k, v in images.items()}
     n = right(lambda c: classifier_crop(halves[c.image], tuple(v // 2 for v in c.box)), None)
     print(f"eval part, image at half size, no hint: {n}/{len(cells)}")
 

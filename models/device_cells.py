@@ -30,7 +30,7 @@ from models import data_pbc
 from models.detector_data import BCCD_UM_PER_PX
 
 BCCD_CELLS = Path(__file__).resolve().parent / "data" / "bccd_wbc_labels.csv"
-BCCD_IMAGES = Path("../shared/datasets/bccd/JPEGImages")
+BCCD_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd" / "JPEGImages"
 __all__ = ["BCCD_CELLS", "BCCD_IMAGES", "BCCD_UM_PER_PX", "LabelledCell", "load_arrays", "read_cells", "usable_cells"]
 PARTS = ("train", "eval")
 

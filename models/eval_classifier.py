@@ -21,10 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent.config import InferenceSettings
 from agent.inference.tflite_classifier import MORE_VIEWS_BELOW, VIEW_CHOICES, classify_views
 from models import crop_variants, data_pbc
 
 MODELS_DIR = Path(__file__).resolve().parent
+REVIEW_THRESHOLD = InferenceSettings().review_threshold
 
 
 def make_interpreter(path: Path, threads: int = 1):
@@ -262,7 +264,8 @@ def main(argv=None):
     res["val_float"] = metrics(yva, pf.argmax(1), len(classes))
     res["val_agreement"] = float((pq.argmax(1) == pf.argmax(1)).mean())
     top = pq.max(1)
-    res["val_int8_confidence"] = {"median": float(np.median(top)), "under_0.6": float((top < 0.6).mean())}
+    res["val_int8_confidence"] = {"median": float(np.median(top)),
+                                  f"under_{REVIEW_THRESHOLD}": float((top < REVIEW_THRESHOLD).mean())}
     res["val_acc_by_views"] = {
         f"{name} {n}{tag}": float((Runner(path, n_views=n, more_views_below=g).predict(xva).argmax(1) == yva).mean())
         for name, path in (("int8", args.model), ("float32", fmodel)) for n, g, tag in view_settings(gate)}
@@ -290,8 +293,8 @@ def main(argv=None):
     L.append(f"Validation ({vi['n']} crops, {args.views} views, further views below {gate}): int8 {fmt_pct(vi['acc'])} %, float32 "
              f"{fmt_pct(vf['acc'])} %, int8/float agreement {fmt_pct(res['val_agreement'])} %")
     conf = res["val_int8_confidence"]
-    L.append(f"int8 confidence (top probability): median {conf['median']:.2f}, under 0.6 (the default review "
-             f"threshold) {fmt_pct(conf['under_0.6'])} %")
+    L.append(f"int8 confidence (top probability): median {conf['median']:.2f}, under {REVIEW_THRESHOLD} (the default "
+             f"review threshold) {fmt_pct(conf[f'under_{REVIEW_THRESHOLD}'])} %")
     L.append("By views: " + ", ".join(f"{k} {fmt_pct(v)} %" for k, v in res["val_acc_by_views"].items()))
     L.append(f"Held-out sprite crops ({res['sprites_int8']['n']}): int8 {fmt_pct(res['sprites_int8']['acc'])} %, "
              f"float32 {fmt_pct(res['sprites_float']['acc'])} %")
