@@ -94,7 +94,7 @@ def load_arrays(items: list, tag: str, cache_dir: Path, size: int, factor: float
     """Decode once and cache (x uint8 N x size x size x 3 RGB, y int) under cache_dir."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = _cache_key(items, f"{tag}-{size}-cell{factor}-m{margin}-balanced-bgpad")
+    key = _cache_key(items, f"{tag}-{size}-cell{factor}-m{margin}-balanced-bgpad-pass1shrink")
     fx, fy = cache_dir / f"{tag}_{size}px_{key}_x.npy", cache_dir / f"{tag}_{size}px_{key}_y.npy"
     if fx.exists() and fy.exists():
         return np.load(fx), np.load(fy)

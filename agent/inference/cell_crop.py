@@ -7,7 +7,8 @@ same model input at any pixel scale. Absolute size is not lost entirely: neighbo
 square (7-8 µm on every device) still show how large the cell is.
 
 The measurement is made scale-free in two passes: the first with the caller's hint (or, without one, a
-guess from the crop's size), the second with the scale implied by the first nucleus, so the final size
+guess from the crop's size), on a copy shrunk so the expected nucleus is ~24 px across (it only has to be
+roughly right), the second at full resolution with the scale implied by the first nucleus, so the final size
 does not depend on the hint. Training (``models/data_pbc.py``) cuts its crops with this same module.
 """
 
@@ -23,6 +24,8 @@ from agent.inference.cell_finder import CellFinder, _percentiles
 TYPICAL_NUCLEUS_UM = 8.5
 """Convex-hull diameter of a typical WBC nucleus by ``CellFinder`` (PBC neutrophils: ~50 px at 0.17 µm/px);
 only sets the finder's smoothing and bridging for the second pass."""
+FIRST_PASS_NUCLEUS_PX = 24
+"""About this many pixels across the expected nucleus are enough for the first, rough pass."""
 CROP_SPAN_NUCLEI = 2.6
 """Without a hint, a crop is guessed to span this many typical nuclei across its short side."""
 
@@ -45,12 +48,22 @@ def locate_cell(crop_bgr: np.ndarray, factor: float, um_per_px_hint: float | Non
     """The square the classifier sees: ``factor`` nucleus diameters around the cell nearest the middle."""
     finder = finder if finder is not None else CellFinder()
     h, w = crop_bgr.shape[:2]
-    first = finder.find(crop_bgr, guess_um_per_px(crop_bgr.shape) if um_per_px_hint is None else um_per_px_hint)
+    hint = guess_um_per_px(crop_bgr.shape) if um_per_px_hint is None else um_per_px_hint
+    # The first pass only has to size the nucleus roughly (the second sets the square), so it runs on a
+    # copy shrunk to about FIRST_PASS_NUCLEUS_PX across the expected nucleus: a quarter of the pixels or less.
+    shrink = int(TYPICAL_NUCLEUS_UM / hint // FIRST_PASS_NUCLEUS_PX) if hint > 0 else 1  # the finder refuses <= 0
+    if shrink >= 2 and min(h, w) >= 16 * shrink:
+        small = cv2.resize(crop_bgr, (w // shrink, h // shrink), interpolation=cv2.INTER_AREA)
+        first = finder.find(small, hint * shrink)
+    else:
+        shrink, first = 1, finder.find(crop_bgr, hint)
     if first is None:
         return CellSquare((w - 1) / 2.0, (h - 1) / 2.0, float(min(h, w)), found=False)
-    second = finder.find(crop_bgr, TYPICAL_NUCLEUS_UM / first.diameter_px)
-    cell = second if second is not None else first
-    return CellSquare(cell.cx, cell.cy, factor * cell.diameter_px, found=True)
+    second = finder.find(crop_bgr, TYPICAL_NUCLEUS_UM / (first.diameter_px * shrink))
+    if second is None:
+        return CellSquare((first.cx + 0.5) * shrink - 0.5, (first.cy + 0.5) * shrink - 0.5,
+                          factor * first.diameter_px * shrink, found=True)
+    return CellSquare(second.cx, second.cy, factor * second.diameter_px, found=True)
 
 
 def cut_square(image: np.ndarray, cx: float, cy: float, side_px: float, size: int) -> np.ndarray:

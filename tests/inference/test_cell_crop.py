@@ -13,6 +13,7 @@ from agent.inference.cell_crop import (
     cut_square,
     locate_cell,
 )
+from agent.inference.cell_finder import CellFinder
 
 PLASMA = (236, 226, 232)  # BGR, pale pink
 NUCLEUS = (150, 60, 90)   # BGR, violet
@@ -86,3 +87,31 @@ def test_background_colour_is_the_median_of_the_brightest_tenth():
     brightness = pixels.sum(axis=1)
     expected = np.median(pixels[brightness >= np.percentile(brightness, 90)], axis=0)
     assert np.array_equal(background_colour(image), expected.astype(np.float32))
+
+
+class _RecordingFinder(CellFinder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def find(self, crop_bgr, um_per_px_hint):
+        self.shapes.append(crop_bgr.shape)
+        return super().find(crop_bgr, um_per_px_hint)
+
+
+def _lobed_cell(size: int = 360) -> np.ndarray:
+    img = np.full((size, size, 3), PLASMA, np.uint8)
+    for centre in ((165, 170), (190, 160), (200, 190), (175, 195)):  # four touching lobes
+        cv2.circle(img, centre, 14, NUCLEUS, -1)
+    return cv2.GaussianBlur(img, (0, 0), 1.0)
+
+
+def test_a_hint_that_implies_a_large_nucleus_sizes_it_first_on_a_shrunk_copy_with_the_same_square():
+    img = _lobed_cell()
+    reference = locate_cell(img, 2.5, 0.17)  # ~50 px nucleus: both passes at full resolution
+    finder = _RecordingFinder()
+    wide = locate_cell(img, 2.5, 0.03, finder)  # the hint expects a ~280 px nucleus
+    assert finder.shapes[0][0] < img.shape[0] // 4 and finder.shapes[1] == img.shape
+    assert wide.side_px == pytest.approx(reference.side_px, rel=0.03)
+    assert (wide.cx, wide.cy) == pytest.approx((reference.cx, reference.cy), abs=1.5)
+    assert locate_cell(img, 2.5).side_px == pytest.approx(reference.side_px, rel=0.03)  # no hint
