@@ -66,6 +66,22 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
+def saved_cells(saved: dict) -> tuple[Path | None, Path | None, float | None, int]:
+    """A run's cell list as saved in its config.json: (list, images, um_per_px, repeat), (None, None, None, 0) without.
+
+    The first runs with BCCD's cells (the shipped members ft_C_s0 / ft_C_s1) saved them as ``bccd`` (the data set
+    folder) and ``bccd_repeat``, before ``--cells*`` existed; they meant BCCD's own list, images and scale.
+    """
+    cells = saved.get("cells")
+    if cells:
+        return Path(cells["list"]), Path(cells["images"]), float(cells["um_per_px"]), int(cells["repeat"])
+    if saved.get("bccd"):
+        from models.device_cells import BCCD_CELLS, BCCD_UM_PER_PX
+
+        return BCCD_CELLS, Path(saved["bccd"]) / "JPEGImages", BCCD_UM_PER_PX, int(saved.get("bccd_repeat", 0))
+    return None, None, None, 0
+
+
 def init_weights(path: Path) -> list[np.ndarray]:
     """Weights to fine-tune from: a training run's ``.keras`` file or an exported member's ``.npz``."""
     if path.suffix == ".npz":
@@ -91,10 +107,7 @@ def main(argv=None):
             setattr(args, k, Path(saved[k]) if k == "data" else saved[k])
         # options added later; runs from before them used the defaults
         args.stain_aug, args.init = saved.get("stain_aug", 0.0), Path(saved["init"]) if saved.get("init") else None
-        cells = saved.get("cells")
-        args.cells = Path(cells["list"]) if cells else None
-        args.cells_images = Path(cells["images"]) if cells else None
-        args.cells_um_per_px, args.cells_repeat = (cells["um_per_px"], cells["repeat"]) if cells else (None, 0)
+        args.cells, args.cells_images, args.cells_um_per_px, args.cells_repeat = saved_cells(saved)
         args.norm = saved.get("norm", "bn")  # runs from before GroupNorm was an option
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import cv2

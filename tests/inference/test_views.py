@@ -63,3 +63,15 @@ def test_gate_of_one_runs_every_view_and_zero_runs_one():
 def test_classifier_refuses_a_gate_outside_0_to_1():
     with pytest.raises(ValueError, match="more_views_below"):
         TfliteClassifier(more_views_below=1.5)
+
+
+def test_the_configured_defaults_are_the_classifiers_own():
+    """config.py keeps its own defaults (it must not import the inference stack); they must not drift apart."""
+    import inspect
+
+    from agent.config import InferenceSettings
+
+    defaults = inspect.signature(TfliteClassifier.__init__).parameters
+    settings = InferenceSettings()
+    assert settings.classifier_views == defaults["views"].default
+    assert settings.classifier_more_views_below == defaults["more_views_below"].default

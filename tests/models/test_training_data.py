@@ -10,7 +10,7 @@ import pytest
 from models import data_pbc, device_cells
 from models.augment import JitterStrength, colour_jitter, restain
 from models.detector_data import read_voc_wbc
-from models.train_classifier import init_weights, main as train_main
+from models.train_classifier import init_weights, main as train_main, saved_cells
 
 BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 MAIN_CLASSES = {"neutrophil", "eosinophil", "lymphocyte", "monocyte", "basophil"}
@@ -117,3 +117,14 @@ def test_a_cell_list_without_its_images_or_scale_is_refused_before_training(tmp_
     with pytest.raises(SystemExit, match="--cells needs"):
         train_main(["--out", str(tmp_path / "run"), "--cells", str(device_cells.BCCD_CELLS), *extra])
     assert not (tmp_path / "run").exists()
+
+
+def test_every_shipped_member_resumes_with_bccds_cells_whichever_key_saved_them():
+    members = json.loads((MODELS / "wbc_classifier_spec.json").read_text())["keras_run"]["members"]
+    assert {"bccd" in m for m in members} == {True, False}  # both the old key and "cells" are shipped
+    for member in members:
+        cells, images, um_per_px, repeat = saved_cells(member)
+        assert cells.resolve() == device_cells.BCCD_CELLS and images.name == "JPEGImages"
+        assert (um_per_px, repeat) == (device_cells.BCCD_UM_PER_PX, 8)
+    pbc_only = {k: v for k, v in members[0].items() if k not in ("bccd", "bccd_repeat")}
+    assert saved_cells(pbc_only) == (None, None, None, 0)
