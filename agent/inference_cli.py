@@ -24,10 +24,31 @@ from agent.errors import ConfigError, WbcscopeError
 
 EXIT_OK = 0
 EXIT_NOTHING_PROCESSED = 1
+MIN_CROP_PX = 16
+"""A crop with a shorter side cannot show a cell's nucleus and cytoplasm (a 12 µm WBC is 27 px even at 0.44 µm/px)."""
 
 
 class ImageReadError(WbcscopeError, OSError):
     """A file is missing, unreadable or not a decodable image."""
+
+
+class UnusableImageError(WbcscopeError, ValueError):
+    """A decoded image that cannot show what the models read: no colour, or too small to hold a cell."""
+
+
+def require_colour(image: np.ndarray) -> np.ndarray:
+    """Refuses a grayscale image (decoded to three equal channels): both models read the stain's colour, and
+    would otherwise answer with confidence about an image that cannot show it."""
+    if np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]):
+        raise UnusableImageError("grayscale image: the models need the stain's colour")
+    return image
+
+
+def require_crop_size(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_CROP_PX:
+        raise UnusableImageError(f"{w}x{h} px is too small for a cell crop (at least {MIN_CROP_PX} px a side)")
+    return image
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,8 +100,8 @@ def run_classify(args: argparse.Namespace) -> int:
     entries: list[dict[str, Any]] = []
     for path in args.images:
         try:
-            result = classifier.classify(read_image(path), um_per_px)
-        except ImageReadError as exc:
+            result = classifier.classify(require_crop_size(require_colour(read_image(path))), um_per_px)
+        except (ImageReadError, UnusableImageError) as exc:
             entries.append({"path": str(path), "error": str(exc)})
             continue
         entries.append({"path": str(path), "label": result.label, "prediction": result.prediction,
@@ -97,8 +118,8 @@ def run_detect(args: argparse.Namespace) -> int:
     entries: list[dict[str, Any]] = []
     for path in args.images:
         try:
-            detections = detector.detect(read_image(path), um_per_px)
-        except ImageReadError as exc:
+            detections = detector.detect(require_colour(read_image(path)), um_per_px)
+        except (ImageReadError, UnusableImageError) as exc:
             entries.append({"path": str(path), "error": str(exc)})
             continue
         cells = [{"location": [int(v) for v in d.box], "score": round(float(d.score), 4)} for d in detections]

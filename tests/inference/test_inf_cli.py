@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import cv2
+
 from tests.conftest import run_cli
 from tests.inference.scale_variants import SAMPLES, label_of
 
@@ -49,3 +51,18 @@ def test_nothing_processed_is_an_error_and_plain_table_works(tmp_path):
     table = run_cli("classify", str(SAMPLES[0]), "--um-per-px", "0.12")
     assert table.returncode == 0, table.stderr
     assert label_of(SAMPLES[0]) in table.stdout and "confidence" in table.stdout.splitlines()[0]
+
+
+def test_grayscale_and_too_small_images_get_error_entries_not_confident_answers(tmp_path):
+    crop = cv2.imread(str(SAMPLES[0]))
+    gray, tiny, small = tmp_path / "gray.jpg", tmp_path / "tiny.png", tmp_path / "small.png"
+    cv2.imwrite(str(gray), cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(tiny), crop[:15, :40])
+    cv2.imwrite(str(small), cv2.resize(crop, (16, 16), interpolation=cv2.INTER_AREA))  # the smallest accepted
+    result = run_cli("classify", str(gray), str(tiny), str(small), "--json")
+    assert result.returncode == 0, result.stderr
+    gray_entry, tiny_entry, small_entry = json.loads(result.stdout)
+    assert "grayscale" in gray_entry["error"] and "40x15 px is too small" in tiny_entry["error"]
+    assert set(small_entry) == {"path", "label", "prediction", "confidence"}
+    detected = run_cli("detect", str(gray), "--json")
+    assert detected.returncode != 0 and "grayscale" in json.loads(detected.stdout)[0]["error"]
