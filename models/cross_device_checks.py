@@ -117,7 +117,7 @@ def cells(args) -> None:
         keep = np.array([c.usable and c.part == part for c in listed])
         if not keep.any():
             continue
-        y = np.array([data_pbc.CLASSES.index(c.label) if c.usable else -1 for c in listed])[keep]
+        y = np.array([data_pbc.CLASSES.index(c.label) for c, kept in zip(listed, keep) if kept])
         p = pred[keep]
         print(f"certain labels, {part} part: {int((p == y).sum())}/{len(y)} = {100 * float((p == y).mean()):.1f} %; "
               f"recall: {recall_by_class(p, y)}")

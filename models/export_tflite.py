@@ -104,6 +104,7 @@ def main(argv=None):
     import keras
 
     from models import data_pbc
+    from models.train_classifier import saved_cells
 
     cfgs = [json.loads((run / "config.json").read_text()) for run in args.run]
     cfg = cfgs[0]
@@ -158,8 +159,9 @@ def main(argv=None):
     if len(cfgs) > 1:
         spec["keras_run"] = {"ensemble": "arithmetic mean of the members' softmax outputs, in the graph",
                              "members": cfgs}
-    if any(c.get("cells") or c.get("bccd") for c in cfgs):  # "bccd": the option's name when the shipped runs were made
-        spec["trained_on"] += "; fine-tuned with labelled cells of another device (BCCD, models/device_cells.py)"
+    cell_lists = sorted({path.name for path in (saved_cells(c)[0] for c in cfgs) if path is not None})
+    if cell_lists:
+        spec["trained_on"] += f"; with labelled cells of another device ({', '.join(cell_lists)}, models/device_cells.py)"
     (model_dir / "wbc_classifier_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     for k, member in enumerate(members):  # float weights, to fine-tune from without the training runs (--init)
         np.savez_compressed(model_dir / f"wbc_classifier_member{k}.npz", *member.get_weights())

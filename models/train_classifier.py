@@ -11,10 +11,13 @@ resumed run sees the same data as an uninterrupted one. Then:
     python -m models.export_tflite --run runs/classifier
     python -m models.eval_classifier --run runs/classifier
 
-Adapting a trained model to another microscope: label some of its cells (``models/device_cells.py``) and
-fine-tune from the model with them added to PBC's training crops (``--init``: a run's ``best.keras``, or a
-shipped member's ``models/wbc_classifier_memberK.npz``), e.g. the shipped members were made with BCCD's:
+Another microscope: label some of its cells (``models/device_cells.py``) and add them to PBC's training crops,
+either from the start (the shipped members were trained so with BCCD's) or as a fine-tune of a trained model
+(``--init``: a run's ``best.keras``, or a shipped member's ``models/wbc_classifier_memberK.npz``):
 
+    nice -n 19 python -m models.train_classifier --data ../shared/datasets/pbc --out runs/classifier_bccd96_s2 \
+        --seed 2 --cells models/data/bccd_wbc_labels.csv --cells-images ../shared/datasets/bccd/JPEGImages \
+        --cells-um-per-px 0.055 --cells-repeat 8
     nice -n 19 python -m models.train_classifier --out runs/ft_C_s0 --init runs/classifier_long96/best.keras \
         --cells models/data/bccd_wbc_labels.csv --cells-images ../shared/datasets/bccd/JPEGImages \
         --cells-um-per-px 0.055 --cells-repeat 8 --epochs 10 --lr 1e-4
@@ -69,8 +72,8 @@ def parse(argv=None):
 def saved_cells(saved: dict) -> tuple[Path | None, Path | None, float | None, int]:
     """A run's cell list as saved in its config.json: (list, images, um_per_px, repeat), (None, None, None, 0) without.
 
-    The first runs with BCCD's cells (the shipped members ft_C_s0 / ft_C_s1) saved them as ``bccd`` (the data set
-    folder) and ``bccd_repeat``, before ``--cells*`` existed; they meant BCCD's own list, images and scale.
+    The first runs with BCCD's cells (the session-5 fine-tunes ft_C_s0 / ft_C_s1) saved them as ``bccd`` (the data
+    set folder) and ``bccd_repeat``, before ``--cells*`` existed; they meant BCCD's own list, images and scale.
     """
     cells = saved.get("cells")
     if cells:
