@@ -187,9 +187,11 @@ def main(argv=None) -> None:
     if args.check == "cells":
         from models import device_cells
 
-        args.cells = args.cells or device_cells.BCCD_CELLS
-        args.images = args.images or device_cells.BCCD_IMAGES
-        args.um_per_px = args.um_per_px or device_cells.BCCD_UM_PER_PX
+        if args.um_per_px is not None and not args.um_per_px > 0:
+            ap.error(f"--um-per-px must be a positive number, got {args.um_per_px}")
+        args.cells = device_cells.BCCD_CELLS if args.cells is None else args.cells
+        args.images = device_cells.BCCD_IMAGES if args.images is None else args.images
+        args.um_per_px = device_cells.BCCD_UM_PER_PX if args.um_per_px is None else args.um_per_px
     {"stain": stain, "adabn": adabn, "cells": cells}[args.check](args)
 
 

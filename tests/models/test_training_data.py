@@ -130,3 +130,13 @@ def test_every_shipped_member_resumes_with_bccds_cells_whichever_key_saved_them(
         # The first fine-tuned runs saved the same cells as the data set folder and a repeat count.
         legacy = {**pbc_only, "bccd": str(images.parent), "bccd_repeat": repeat}
         assert saved_cells(legacy) == (device_cells.BCCD_CELLS, images, um_per_px, repeat)
+
+
+@pytest.mark.parametrize("scale", ["0", "-0.1", "nan"])
+def test_cross_device_cells_check_refuses_a_scale_that_is_not_positive(scale, capsys):
+    from models.cross_device_checks import main as checks_main
+
+    with pytest.raises(SystemExit) as stopped:
+        checks_main(["cells", "--um-per-px", scale])
+    assert stopped.value.code == 2
+    assert "--um-per-px must be a positive number" in capsys.readouterr().err
