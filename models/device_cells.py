@@ -31,8 +31,9 @@ from models.detector_data import BCCD_UM_PER_PX
 
 BCCD_CELLS = Path(__file__).resolve().parent / "data" / "bccd_wbc_labels.csv"
 BCCD_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd" / "JPEGImages"
-__all__ = ["BCCD_CELLS", "BCCD_IMAGES", "BCCD_UM_PER_PX", "LabelledCell", "load_arrays", "read_cells", "usable_cells"]
+__all__ = ["BCCD_CELLS", "BCCD_IMAGES", "BCCD_UM_PER_PX", "COLUMNS", "LabelledCell", "load_arrays", "read_cells", "usable_cells"]
 PARTS = ("train", "eval")
+COLUMNS = ("image", "x", "y", "w", "h", "label", "certain", "part")
 
 
 @dataclass(frozen=True)
