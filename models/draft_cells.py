@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import TextIO
 
+from agent.errors import InputError
+from agent.publish.messages import read_manifest, read_records
 from agent.results.record import FieldRecord
-from agent.results.writer import FIELDS_FILE, parse_records
+from agent.results.writer import FIELDS_FILE
 from models.device_cells import COLUMNS, LabelledCell
-
-MANIFEST_FILE = "manifest.json"
 
 
 def _cell_image(record: FieldRecord, focus: int) -> str | None:
@@ -43,15 +42,12 @@ def _cell_image(record: FieldRecord, focus: int) -> str | None:
 def draft(scan_dir: Path) -> tuple[list[LabelledCell], int]:
     """The scan's detected cells as unconfirmed rows, and how many were left out for want of a kept plane."""
     path = Path(scan_dir) / FIELDS_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    if not path.is_file():
         found = sorted(p.parent.name for p in Path(scan_dir).glob(f"*/{FIELDS_FILE}"))
         hint = f"; scans inside it: {', '.join(found)}" if found else ""
-        raise FileNotFoundError(f"{path} does not exist: not a finished scan's directory{hint}") from None
-    records, _ = parse_records(raw)
+        raise FileNotFoundError(f"{path} does not exist: not a finished scan's directory{hint}")
     cells, missing = [], 0
-    for record in records:
+    for record in read_records(scan_dir):
         if record.failed:
             continue
         part = "train" if record.image_number % 2 == 0 else "eval"
@@ -73,8 +69,8 @@ def write(cells: list[LabelledCell], out: TextIO) -> None:
 
 def scan_scale(scan_dir: Path) -> float | None:
     try:
-        return float(json.loads((Path(scan_dir) / MANIFEST_FILE).read_text())["um_per_px"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(read_manifest(scan_dir)["um_per_px"])
+    except (InputError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -85,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cells, missing = draft(args.scan)
-    except OSError as exc:
+    except (OSError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.out is None:
@@ -96,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = scan_scale(args.scan)
     print(f"{len(cells)} cells drafted, all certain=no until checked"
           + (f"; {missing} left out (their plane's JPEG was not kept)" if missing else ""), file=sys.stderr)
-    print(f"images: {args.scan}   um_per_px: {scale if scale is not None else 'unknown (no manifest.json)'}",
+    print(f"images: {args.scan}   um_per_px: {scale if scale is not None else 'unknown (no readable manifest.json)'}",
           file=sys.stderr)
     return 0
 
